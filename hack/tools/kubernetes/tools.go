@@ -1,0 +1,4 @@
+//go:build tools
+
+// Package tools pins the Kubernetes commands this module builds.
+package tools
