@@ -1,0 +1,56 @@
+# weft — developer entry points. Everything a target needs is installed by
+# hack/tools.sh and cached by version under .cache/ (ignored by git).
+SHELL := /bin/bash
+GO ?= go
+export GOFLAGS ?= -buildvcs=false
+BIN := $(CURDIR)/bin
+STATICCHECK = $(shell source hack/versions.env && echo $(CURDIR)/.cache/bin/staticcheck-$$STATICCHECK_VERSION/staticcheck)
+# Packages that start clusters or touch the kernel share one machine: run
+# them one package at a time.
+ROOT_PKGS = ./tests/...
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v '/tests')
+GOTEST_FLAGS ?=
+CLUSTER ?= weft
+
+.PHONY: all tools build generate lint test unit e2e demo cluster-up cluster-down cluster-status clean
+
+all: build
+
+tools: ## install apt packages and build the cached tools (etcd, Kubernetes, CoreDNS, helm, CNI plugins)
+	bash hack/tools.sh
+
+build: ## build every binary into bin/
+	$(GO) build -o $(BIN)/ ./cmd/... ./tests/cmd/...
+
+generate: ## regenerate committed generated code
+	$(GO) generate ./...
+
+lint: tools ## gofmt, go vet, staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+unit: ## tests that need no root
+	$(GO) test $(GOTEST_FLAGS) $(UNIT_PKGS)
+
+e2e: tools build ## end-to-end tests on the local cluster (root)
+	WEFT_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -timeout 40m $(GOTEST_FLAGS) $(ROOT_PKGS)
+
+test: tools lint build ## the whole suite: lint, unit and root/e2e tests
+	@if [ "$$(id -u)" != 0 ]; then echo "make test runs the root tests too: run it as root" >&2; exit 1; fi
+	WEFT_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -timeout 40m $(GOTEST_FLAGS) ./...
+
+demo: tools build ## local cluster + sample app + traffic (see README)
+	bash hack/demo.sh
+
+cluster-up: tools build ## start the local cluster in the background (CLUSTER=name NODES=n CNI=bridge|ptp)
+	$(BIN)/weft-cluster up --name $(CLUSTER) --nodes $(or $(NODES),2) --cni $(or $(CNI),bridge)
+
+cluster-down: build ## stop the local cluster and remove everything it created
+	$(BIN)/weft-cluster down $(CLUSTER)
+
+cluster-status: build ## show clusters, nodes and pods
+	$(BIN)/weft-cluster status
+
+clean: ## remove build output (the tool cache in .cache/ is kept; rm -rf .cache to drop it)
+	rm -rf $(BIN)

@@ -1,0 +1,85 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ContainerPID returns the PID of a running container's main process: the
+// first process of its cgroup, which the node emulator creates at
+// <node cgroup>/kubepods/pod<uid>/<container>.
+func (c *Cluster) ContainerPID(ctx context.Context, namespace, pod, container string) (int, error) {
+	p, err := c.Client.CoreV1().Pods(namespace).Get(ctx, pod, metav1.GetOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("get pod %s/%s: %w", namespace, pod, err)
+	}
+	if container == "" && len(p.Spec.Containers) > 0 {
+		container = p.Spec.Containers[0].Name
+	}
+	if p.Spec.NodeName == "" {
+		return 0, fmt.Errorf("pod %s/%s is not scheduled", namespace, pod)
+	}
+	dir := filepath.Join(c.cgroup, p.Spec.NodeName, "kubepods", "pod"+string(p.UID), container)
+	data, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return 0, fmt.Errorf("find container %s of pod %s/%s: %w", container, namespace, pod, err)
+	}
+	fields := strings.Fields(string(data))
+	if len(fields) == 0 {
+		return 0, fmt.Errorf("container %s of pod %s/%s has no running process", container, namespace, pod)
+	}
+	return strconv.Atoi(fields[0])
+}
+
+// Exec runs argv inside a running container, as `kubectl exec` would: in the
+// container's network, mount and UTS namespaces, with the container's
+// environment. It returns stdout; a non-zero exit is an error carrying stderr.
+func (c *Cluster) Exec(ctx context.Context, namespace, pod, container string, argv ...string) ([]byte, error) {
+	pid, err := c.ContainerPID(ctx, namespace, pod, container)
+	if err != nil {
+		return nil, err
+	}
+	environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		return nil, fmt.Errorf("read environment of container: %w", err)
+	}
+	args := append([]string{"-t", strconv.Itoa(pid), "-n", "-m", "-u", "--"}, argv...)
+	cmd := exec.CommandContext(ctx, "nsenter", args...)
+	for _, kv := range bytes.Split(environ, []byte{0}) {
+		if len(kv) > 0 {
+			cmd.Env = append(cmd.Env, string(kv))
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return stdout.Bytes(), fmt.Errorf("exec %v in %s/%s: exit %d: %s", argv, namespace, pod, ee.ExitCode(), bytes.TrimSpace(stderr.Bytes()))
+		}
+		return stdout.Bytes(), fmt.Errorf("exec %v in %s/%s: %w", argv, namespace, pod, err)
+	}
+	return stdout.Bytes(), nil
+}
+
+// ExecNode runs argv in a node's network namespace (as a host-network process
+// of that node).
+func (c *Cluster) ExecNode(ctx context.Context, node string, argv ...string) ([]byte, error) {
+	args := append([]string{"--net=/run/netns/" + c.NodeNetns(node), "--"}, argv...)
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, "nsenter", args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.Bytes(), fmt.Errorf("exec %v on %s: %w: %s", argv, node, err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return stdout.Bytes(), nil
+}
