@@ -131,6 +131,9 @@ func (c *Cluster) start(ctx context.Context) error {
 	if c.Client, err = kubernetes.NewForConfig(rc); err != nil {
 		return fmt.Errorf("create admin client: %w", err)
 	}
+	if c.cfg.controlPlaneOnly {
+		return nil
+	}
 	if err := step("nodes", func() error { return c.startNodes(ctx) }); err != nil {
 		return err
 	}
@@ -188,7 +191,7 @@ func (c *Cluster) Stop(ctx context.Context) error {
 	}
 	wg.Wait()
 	for i := len(procs) - 1; i >= 0; i-- {
-		wg.Go(func() { procs[i].stop(ctx, 3*time.Second) })
+		wg.Go(func() { procs[i].stop(ctx, time.Second) })
 	}
 	wg.Wait()
 	err := teardown(c.run.state.RunID)

@@ -40,6 +40,9 @@ type Config struct {
 	SkipKubeProxy bool
 	// Log receives the harness's progress; default discards.
 	Log *slog.Logger
+
+	// controlPlaneOnly stops after the control plane (this package's tests).
+	controlPlaneOnly bool
 }
 
 func (c *Config) setDefaults() error {

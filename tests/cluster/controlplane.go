@@ -41,6 +41,9 @@ func (c *Cluster) writeControlPlanePKI() error {
 		clients = append(clients, struct{ name, cn, org string }{"node-" + n, "system:node:" + n, "system:nodes"})
 	}
 	server := c.addr.apiServer()
+	if err := os.MkdirAll(c.run.path("kubeconfigs"), 0o700); err != nil {
+		return fmt.Errorf("create kubeconfig dir: %w", err)
+	}
 	for _, cl := range clients {
 		var orgs []string
 		if cl.org != "" {
