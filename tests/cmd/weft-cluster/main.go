@@ -50,7 +50,7 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&stateRoot, "state-root", "/run/weft", "directory holding the clusters' run directories")
 	root.AddCommand(upCmd(&stateRoot), downCmd(&stateRoot), statusCmd(&stateRoot), execCmd(&stateRoot),
-		serveCmd(&stateRoot), nodeCmd())
+		kubeconfigCmd(&stateRoot), serveCmd(&stateRoot), nodeCmd())
 	return root
 }
 
@@ -320,6 +320,27 @@ func printNodes(ctx context.Context, c *cluster.Cluster) error {
 			c.NodeNetns(n.Name), strings.Join(perNode[n.Name], " "))
 	}
 	return tw.Flush()
+}
+
+func kubeconfigCmd(stateRoot *string) *cobra.Command {
+	return &cobra.Command{
+		Use:   "kubeconfig [NAME]",
+		Short: "Print the admin kubeconfig path of a running cluster (default \"weft\")",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := "weft"
+			if len(args) == 1 {
+				name = args[0]
+			}
+			for _, r := range findRuns(*stateRoot, name) {
+				if r.OwnerAlive && r.Ready {
+					fmt.Println(r.Kubeconfig)
+					return nil
+				}
+			}
+			return fmt.Errorf("no running cluster %q (start one with `make cluster-up`)", name)
+		},
+	}
 }
 
 func execCmd(stateRoot *string) *cobra.Command {
