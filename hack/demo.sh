@@ -21,6 +21,12 @@ say "installing the sample app (3 echo pods behind Service demo/echo, one client
 "$KUBECTL" get nodes -o wide
 "$KUBECTL" -n demo get pods,svc,endpointslices -o wide
 
+# kube-proxy programs a new Service about a second after its endpoints are ready.
+for _ in $(seq 50); do
+	"$WC" exec demo/client -- "$ROOT/bin/weft-testapp" get http://echo.demo.svc.cluster.local/ --timeout 2s >/dev/null 2>&1 && break
+	sleep 0.2
+done
+
 say "sending 20 requests from demo/client to http://echo.demo.svc.cluster.local/"
 "$WC" exec demo/client -- "$ROOT/bin/weft-testapp" get http://echo.demo.svc.cluster.local/ --count 20
 

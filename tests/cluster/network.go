@@ -45,6 +45,21 @@ func (c *Cluster) setupNetwork() error {
 	for i, n := range c.run.state.Nodes {
 		attach(netnsName(rid, n), fmt.Sprintf("n%d", i), c.addr.node(i))
 	}
+	for i, n := range c.run.state.Nodes {
+		// Locally generated traffic needs a route before the OUTPUT chain can
+		// DNAT it (a real node has a default route). Route the Service range
+		// to a veth whose peer stays in the node's own netns, the way
+		// kube-proxy's IPVS mode uses its kube-ipvs0 dummy (this kernel has no
+		// dummy driver): a VIP kube-proxy has not programmed goes nowhere,
+		// its ARP is unanswered and it is dropped.
+		ns := netnsName(rid, n)
+		cmds = append(cmds,
+			[]string{"-n", ns, "link", "add", "svc0", "type", "veth", "peer", "name", "svc1"},
+			[]string{"-n", ns, "link", "set", "svc1", "up"},
+			[]string{"-n", ns, "link", "set", "svc0", "up"},
+			[]string{"-n", ns, "route", "add", serviceCIDR, "dev", "svc0", "src", c.addr.node(i).String()},
+		)
+	}
 	for i := range c.run.state.Nodes {
 		via := c.addr.node(i).String()
 		cmds = append(cmds, []string{"-n", netnsName(rid, "cp"), "route", "add", c.addr.podCIDR(i).String(), "via", via})

@@ -125,7 +125,7 @@ func resourcesOf(t *testing.T, rid string) resources {
 	procs, _ := filepath.Glob("/proc/[0-9]*/cgroup")
 	for _, p := range procs {
 		data, err := os.ReadFile(p)
-		if err != nil || !bytes.Contains(data, []byte("/weft/"+rid+"/")) {
+		if err != nil || !bytes.Contains(data, []byte("/weft/"+rid+"/")) || zombie(filepath.Dir(p)) {
 			continue
 		}
 		var pid int
@@ -157,4 +157,22 @@ func assertGone(t *testing.T, r cluster.RunInfo, before resources) {
 		json.Unmarshal(data, &st)
 		t.Errorf("state left: %v", st)
 	}
+}
+
+// zombie reports whether /proc/PID is a process that has exited and waits
+// for its parent to reap it. Children of a SIGKILLed owner are reparented to
+// this machine's init, which reaps them when it gets to it; they hold no
+// resources but a PID.
+func zombie(procDir string) bool {
+	data, err := os.ReadFile(filepath.Join(procDir, "stat"))
+	if err != nil {
+		return true // gone
+	}
+	// pid (comm) state …; comm may contain spaces and parentheses.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 || i+2 >= len(data) {
+		return false
+	}
+	state := data[i+2]
+	return state == 'Z' || state == 'X'
 }

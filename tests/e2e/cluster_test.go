@@ -69,6 +69,7 @@ func TestServiceReachability(t *testing.T) {
 				"http://echo." + ns + ".svc.cluster.local/",
 				"http://echo/", // the pod's search path
 			} {
+				waitReachable(t, c, ns, "client", url)
 				// Enough new connections that kube-proxy's random choice hits every endpoint.
 				got := httpGet(t, c, ns, "client", url, 60)
 				if got.OK != 60 {

@@ -155,3 +155,17 @@ func httpGet(t *testing.T, c *cluster.Cluster, ns, pod, url string, count int) g
 	}
 	return s
 }
+
+// waitReachable waits until url answers from a pod: kube-proxy programs a
+// new Service VIP asynchronously (about a second after its endpoints change),
+// as in any cluster, so the first connections to a fresh Service may fail.
+func waitReachable(t *testing.T, c *cluster.Cluster, ns, pod, url string) {
+	t.Helper()
+	err := cluster.Poll(testCtx(t), 30*time.Second, 200*time.Millisecond, url+" reachable from "+pod, func(ctx context.Context) (bool, string, error) {
+		out, err := c.Exec(ctx, ns, pod, "", appBinary(c), "get", url, "--timeout", "2s")
+		return err == nil, fmt.Sprintf("%v %s", err, out), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

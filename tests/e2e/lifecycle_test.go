@@ -263,6 +263,7 @@ func TestPodLifecycle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		waitReachable(t, c, ns, "hostnet", "http://"+svc.Spec.ClusterIP+"/")
 		got := httpGet(t, c, ns, "hostnet", "http://"+svc.Spec.ClusterIP+"/", 3)
 		if got.OK != 3 {
 			t.Errorf("host-network GET of the Service VIP: %d/3 ok, errors %v", got.OK, got.Errors)
