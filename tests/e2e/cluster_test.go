@@ -69,14 +69,17 @@ func TestServiceReachability(t *testing.T) {
 				"http://echo." + ns + ".svc.cluster.local/",
 				"http://echo/", // the pod's search path
 			} {
-				waitReachable(t, c, ns, "client", url)
-				// Enough new connections that kube-proxy's random choice hits every endpoint.
-				got := httpGet(t, c, ns, "client", url, 60)
-				if got.OK != 60 {
-					t.Errorf("GET %s: %d/60 ok, errors %v", url, got.OK, got.Errors)
-				}
-				if seen := slices.Sorted(maps.Keys(got.Pods)); !slices.Equal(seen, want) {
-					t.Errorf("GET %s reached pods %v, want all of %v", url, seen, want)
+				// kube-proxy programs endpoints asynchronously, one sync after
+				// the EndpointSlice changes: poll until one batch of fresh
+				// connections succeeds entirely and reaches every endpoint.
+				var last getSummary
+				err := cluster.Poll(ctx, 30*time.Second, 500*time.Millisecond, "GET "+url+" reaching all pods", func(ctx context.Context) (bool, string, error) {
+					last = httpGetAllowFail(t, c, ns, "client", url, 30)
+					seen := slices.Sorted(maps.Keys(last.Pods))
+					return last.OK == 30 && slices.Equal(seen, want), fmt.Sprintf("%d/30 ok, pods %v, errors %v", last.OK, seen, last.Errors), nil
+				})
+				if err != nil {
+					t.Errorf("%v (want all of %v)", err, want)
 				}
 			}
 		})

@@ -142,6 +142,18 @@ type getSummary struct {
 	Pods        map[string]int `json:"pods"`
 }
 
+// httpGetAllowFail is httpGet for callers that judge failed requests
+// themselves.
+func httpGetAllowFail(t *testing.T, c *cluster.Cluster, ns, pod, url string, count int) getSummary {
+	t.Helper()
+	out, _ := c.Exec(testCtx(t), ns, pod, "", appBinary(c), "get", url, "--count", fmt.Sprint(count), "--timeout", "2s", "--json")
+	var s getSummary
+	if err := json.Unmarshal(out, &s); err != nil {
+		s.Errors = append(s.Errors, fmt.Sprintf("decode get output %q: %v", out, err))
+	}
+	return s
+}
+
 // httpGet runs the test app's HTTP client inside a pod.
 func httpGet(t *testing.T, c *cluster.Cluster, ns, pod, url string, count int) getSummary {
 	t.Helper()
