@@ -27,8 +27,12 @@ type Config struct {
 	// CNI selects the reference chain (default CNIBridge).
 	CNI CNI
 	// ExtraCNIPlugins are appended to every node's chain, e.g. weft's own
-	// chained plugin.
+	// chained plugin. In their JSON, $NODE_ROOT and $NODE_NAME are replaced
+	// by the node's host-path root and name.
 	ExtraCNIPlugins []json.RawMessage
+	// ExtraCNIBinaries are installed into every node's CNI bin dir, by
+	// plugin type (file name) → local binary.
+	ExtraCNIBinaries map[string]string
 	// StateRoot holds run directories (default /run/weft).
 	StateRoot string
 	// Images maps extra image repositories to local binaries, on top of the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -38,8 +39,10 @@ func (c *Cluster) cniConflist(i int, root string) ([]byte, error) {
 		main = map[string]any{"type": "ptp", "ipMasq": false, "mtu": 1500, "ipam": ipam}
 	}
 	plugins := []any{main}
+	name := c.run.state.Nodes[i]
 	for _, raw := range c.cfg.ExtraCNIPlugins {
-		plugins = append(plugins, raw)
+		r := strings.NewReplacer("$NODE_ROOT", root, "$NODE_NAME", name).Replace(string(raw))
+		plugins = append(plugins, json.RawMessage(r))
 	}
 	return json.MarshalIndent(map[string]any{
 		"cniVersion": "1.0.0",
@@ -90,6 +93,11 @@ func (c *Cluster) startNodes(ctx context.Context) error {
 			}
 			if err := os.Symlink(filepath.Join(cniBin, p.Name()), filepath.Join(binDir, p.Name())); err != nil {
 				return fmt.Errorf("install cni plugin %s on %s: %w", p.Name(), name, err)
+			}
+		}
+		for plugin, path := range c.cfg.ExtraCNIBinaries {
+			if err := os.Symlink(path, filepath.Join(binDir, plugin)); err != nil {
+				return fmt.Errorf("install cni plugin %s on %s: %w", plugin, name, err)
 			}
 		}
 		conf, err := c.cniConflist(i, root)
