@@ -1,0 +1,155 @@
+package redirect
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestConstants: the Go defaults match the compiled object and the C source.
+func TestConstants(t *testing.T) {
+	spec, err := loadRedirect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]uint32{redirectVarWeftMark: SocketMark, redirectVarWeftMarkMask: SocketMarkMask} {
+		var got uint32
+		if err := spec.Variables[name].Get(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("%s in redirect_bpfel.o = %#x, want %#x", name, got, want)
+		}
+	}
+	src, err := os.ReadFile("redirect.c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]int{
+		"DEFAULT_OUTBOUND_PORT": OutboundPort,
+		"DEFAULT_INBOUND_PORT":  InboundPort,
+		"DEFAULT_HBONE_PORT":    HBONEPort,
+	} {
+		m := regexp.MustCompile(`(?m)^#define ` + name + ` (\d+)$`).FindSubmatch(src)
+		if m == nil || string(m[1]) != fmt.Sprint(want) {
+			t.Errorf("redirect.c: #define %s = %q, want %d", name, m, want)
+		}
+	}
+}
+
+func TestCgroup2RootFrom(t *testing.T) {
+	tests := []struct {
+		name, mountinfo, want string
+		wantErr               bool
+	}{
+		{
+			name: "hybrid",
+			mountinfo: "25 1 0:23 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n" +
+				"41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n",
+			want: "/sys/fs/cgroup/unified",
+		},
+		{
+			name:      "pure v2 with optional fields",
+			mountinfo: "30 24 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n",
+			want:      "/sys/fs/cgroup",
+		},
+		{
+			name:      "escaped space",
+			mountinfo: `30 24 0:26 / /mnt/cg\040two rw - cgroup2 none rw` + "\n",
+			want:      "/mnt/cg two",
+		},
+		{
+			name:      "v1 only",
+			mountinfo: "33 25 0:29 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n",
+			wantErr:   true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := cgroup2RootFrom(bufio.NewScanner(strings.NewReader(tt.mountinfo)))
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Errorf("cgroup2RootFrom(%q) = %q, %v; want %q, error %v", tt.mountinfo, got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestIPConversions(t *testing.T) {
+	for _, s := range []string{"10.250.0.2", "127.0.0.1", "255.1.2.3"} {
+		a := netip.MustParseAddr(s)
+		v, err := beIP4(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ip4FromBE(v); got != a {
+			t.Errorf("ip4FromBE(beIP4(%s)) = %s", a, got)
+		}
+		if mapped, _ := beIP4(netip.AddrFrom16(a.As16())); mapped != v {
+			t.Errorf("beIP4(::ffff:%s) = %#x, want %#x", a, mapped, v)
+		}
+	}
+	if _, err := beIP4(netip.MustParseAddr("fd00::1")); err == nil {
+		t.Error("beIP4(fd00::1) succeeded, want an error")
+	}
+	if got := beToHost16(0x511f); got != 8017 { // 0x1f51 in network order
+		t.Errorf("beToHost16(0x511f) = %d, want 8017", got)
+	}
+}
+
+func TestMapAPI(t *testing.T) {
+	requirePrivileged(t)
+	o := mustLoad(t, Options{})
+	if _, err := o.LookupOrigDst(1, netip.MustParseAddr("127.0.0.1"), 40000); !errors.Is(err, ErrNotFound) {
+		t.Errorf("LookupOrigDst of nothing = %v, want ErrNotFound", err)
+	}
+	if err := o.Enroll(1, PodInfo{IP: netip.MustParseAddr("fd00::1")}); err == nil {
+		t.Error("Enroll with an IPv6 pod IP succeeded, want an error")
+	}
+	if err := o.Enroll(1, PodInfo{PodID: 3, IP: netip.MustParseAddr("10.1.2.3")}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := o.Enrolled()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := PodInfo{PodID: 3, IP: netip.MustParseAddr("10.1.2.3"), OutboundPort: OutboundPort}
+	if len(got) != 1 || got[1] != want {
+		t.Errorf("Enrolled() = %+v, want {1: %+v}", got, want)
+	}
+	if _, err := o.AttachIngress(func(func() error) error { return nil }, "eth0", IngressConfig{}); err == nil {
+		t.Error("AttachIngress without a pod IP succeeded, want an error")
+	}
+	o.Close()
+	if _, err := o.AttachCgroup("/"); !errors.Is(err, errClosed) {
+		t.Errorf("AttachCgroup after Close = %v, want errClosed", err)
+	}
+}
+
+// TestOutboundOptions: the socket mark and the outbound port are configurable.
+func TestOutboundOptions(t *testing.T) {
+	requirePrivileged(t)
+	e := newOutboundEnv(t, Options{SocketMark: 0x77, SocketMarkMask: 0xff})
+	serve(t, e.pod, "tcp4", "127.0.0.1:15099", fixed("ztunnel on 15099"))
+	if err := e.o.Enroll(e.cookie, PodInfo{IP: podIP, OutboundPort: 15099}); err != nil {
+		t.Fatal(err)
+	}
+	app := startChild(t, e.pod, e.cgroup)
+	tests := []struct {
+		mark int
+		want string
+	}{
+		{0x177, "node"},                  // (0x177 & 0xff) == 0x77: ztunnel's
+		{SocketMark, "ztunnel on 15099"}, // not the configured mark
+	}
+	for i, tt := range tests {
+		r := app.mustDo(t, childReq{Op: "dial", ID: fmt.Sprint(i), Net: "tcp4", Addr: dst80, Mark: tt.mark})
+		if r.Line != tt.want {
+			t.Errorf("dial with mark %#x: server said %q, want %q", tt.mark, r.Line, tt.want)
+		}
+	}
+}
