@@ -12,7 +12,7 @@ UNIT_PKGS = $(shell $(GO) list ./... | grep -v '/tests')
 GOTEST_FLAGS ?=
 CLUSTER ?= weft
 
-.PHONY: all tools build generate lint test unit e2e demo cluster-up cluster-down cluster-status clean
+.PHONY: all tools build generate verify-generate lint test unit e2e demo cluster-up cluster-down cluster-status clean
 
 all: build
 
@@ -22,10 +22,16 @@ tools: ## install apt packages and build the cached tools (etcd, Kubernetes, Cor
 build: ## build every binary into bin/
 	$(GO) build -o $(BIN)/ ./cmd/... ./tests/cmd/...
 
-generate: ## regenerate committed generated code
-	$(GO) generate ./...
+generate: ## regenerate committed generated code (eBPF objects via bpf2go + clang 14)
+	BPF2GO_CC=clang-14 BPF2GO_STRIP=llvm-strip-14 $(GO) generate ./bpf/...
 
-lint: tools ## gofmt, go vet, staticcheck
+verify-generate: ## fail if the committed generated code differs from a fresh generate
+	@if command -v clang-14 >/dev/null; then \
+		$(MAKE) --no-print-directory generate && git diff --exit-code -- bpf/ && test -z "$$(git status --porcelain bpf/)" \
+		|| { echo "generated code is stale: run make generate and commit" >&2; exit 1; }; \
+	else echo "clang-14 not installed: skipping the generated-code check"; fi
+
+lint: tools verify-generate ## gofmt, go vet, staticcheck, generated code up to date
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
