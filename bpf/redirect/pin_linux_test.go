@@ -75,18 +75,13 @@ func TestPinsSurviveRestart(t *testing.T) {
 	t.Run("attachments outlive the objects", func(t *testing.T) {
 		// Meanwhile the fake ztunnel reads the pinned map itself, as
 		// another process would.
-		m, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, "orig_dst"), nil)
+		r, err := OpenOrigDst(pinDir)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer m.Close()
+		defer r.Close()
 		e.setLookup(func(cookie uint64, ip netip.Addr, port uint16) (netip.AddrPort, error) {
-			src, _ := beIP4(ip)
-			var v redirectOrigAddr
-			if err := m.Lookup(&redirectOrigKey{NetnsCookie: cookie, SrcIp4: src, SrcPort: port}, &v); err != nil {
-				return netip.AddrPort{}, err
-			}
-			return netip.AddrPortFrom(ip4FromBE(v.Ip4), beToHost16(v.Port)), nil
+			return r.Lookup(cookie, netip.AddrPortFrom(ip, port))
 		})
 		checkAttached(t, nil)
 		checkRedirected(t, "closed")

@@ -106,13 +106,13 @@ var (
 	buildErr  error
 )
 
-// buildHarnessBinaries builds the node emulator and the test apps into
-// <repo>/bin once per process, so tests always run the code they were
+// buildHarnessBinaries builds weft's binaries, the node emulator and the
+// test apps into <repo>/bin once per process, so tests always run the code they were
 // compiled with (the Go build cache makes a warm build take about a second).
 func buildHarnessBinaries(repo string) (string, error) {
 	bin := filepath.Join(repo, "bin")
 	buildOnce.Do(func() {
-		cmd := exec.Command("go", "build", "-o", bin+"/", "./tests/cmd/weft-cluster", "./tests/cmd/weft-testapp")
+		cmd := exec.Command("go", "build", "-o", bin+"/", "./cmd/...", "./tests/cmd/...")
 		cmd.Dir = repo
 		out, err := cmd.CombinedOutput()
 		if err != nil {

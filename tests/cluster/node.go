@@ -14,10 +14,12 @@ import (
 	"github.com/weftmesh/weft/tests/kubelet"
 )
 
-// Image repositories the emulator maps to local binaries.
+// Image repositories the emulator maps to local binaries. weft's own
+// images (ghcr.io/weftmesh/<binary>) map to <repo>/bin/<binary>.
 const (
-	TestAppImage = "ghcr.io/weftmesh/weft-testapp"
-	CoreDNSImage = "registry.k8s.io/coredns/coredns"
+	ImageRegistry = "ghcr.io/weftmesh"
+	TestAppImage  = ImageRegistry + "/weft-testapp"
+	CoreDNSImage  = "registry.k8s.io/coredns/coredns"
 )
 
 // cniConflist is the node's pod network chain: the selected reference plugin
@@ -67,9 +69,13 @@ func (c *Cluster) startNodes(ctx context.Context) error {
 			return err
 		}
 	}
-	images := map[string]string{
-		TestAppImage: filepath.Join(c.bin, "weft-testapp"),
-		CoreDNSImage: corednsBin,
+	images := map[string]string{CoreDNSImage: corednsBin}
+	bins, err := os.ReadDir(c.bin)
+	if err != nil {
+		return fmt.Errorf("list harness binaries: %w", err)
+	}
+	for _, b := range bins {
+		images[ImageRegistry+"/"+b.Name()] = filepath.Join(c.bin, b.Name())
 	}
 	for k, v := range c.cfg.Images {
 		images[k] = v

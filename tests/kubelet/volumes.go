@@ -171,10 +171,24 @@ func itemMode(m *int32, def os.FileMode) os.FileMode {
 	return os.FileMode(*m) & os.ModePerm
 }
 
-// hostPathUnder resolves a hostPath volume under root and honours its type.
-// An unset type creates a missing directory, as Docker did.
+// kernelFilesystems are hostPath prefixes that name the kernel's state, not
+// the node's files (bpffs, cgroupfs, procfs, sysfs, devices): all emulated
+// nodes share one kernel, so these resolve to the real paths. Per-node state
+// under them (a bpffs pin root) is told apart by name, as weft's chart does
+// with $(NODE_NAME).
+var kernelFilesystems = []string{"/sys", "/proc", "/dev"}
+
+// hostPathUnder resolves a hostPath volume under root (kernel filesystems
+// excepted) and honours its type. An unset type creates a missing
+// directory, as Docker did.
 func hostPathUnder(root string, hp *corev1.HostPathVolumeSource) (string, error) {
-	p := filepath.Join(root, filepath.Clean("/"+hp.Path))
+	clean := filepath.Clean("/" + hp.Path)
+	p := filepath.Join(root, clean)
+	for _, k := range kernelFilesystems {
+		if clean == k || strings.HasPrefix(clean, k+"/") {
+			p = clean
+		}
+	}
 	typ := corev1.HostPathUnset
 	if hp.Type != nil {
 		typ = *hp.Type

@@ -1,0 +1,100 @@
+// Command weft-agent is weft's per-node agent (DaemonSet weft-agent): it
+// loads and pins the eBPF datapath, enrolls the pods of its node whose
+// namespace is labelled weft.io/mesh=enabled, and hands their network
+// namespaces to the node proxy. `weft-agent --cleanup` removes what this
+// agent created on the node, and only that.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/weftmesh/weft/bpf/redirect"
+	"github.com/weftmesh/weft/daemon/datapath"
+	"github.com/weftmesh/weft/daemon/server"
+)
+
+func main() {
+	if err := newCommand().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "weft-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func newCommand() *cobra.Command {
+	var (
+		cfg       server.Config
+		cleanup   bool
+		logFormat string
+		logLevel  string
+	)
+	cmd := &cobra.Command{
+		Use:           "weft-agent",
+		Short:         "weft's node agent: eBPF redirection and pod enrollment",
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(logFormat, logLevel)
+			if err != nil {
+				return err
+			}
+			if cleanup {
+				if err := datapath.Cleanup(cfg.PinRoot, cfg.CgroupPath); err != nil {
+					return fmt.Errorf("clean up %s: %w", cfg.PinRoot, err)
+				}
+				log.Info("removed this agent's datapath", "pinRoot", cfg.PinRoot)
+				return nil
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			log = log.With("node", cfg.NodeName)
+			log.Info("starting weft-agent", "pinRoot", cfg.PinRoot, "socketDir", cfg.SocketDir)
+			return server.Run(ctx, cfg, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
+	f.StringVar(&cfg.InstallNamespace, "install-namespace", envOr("POD_NAMESPACE", "weft-system"), "weft's own namespace, never meshed (default $POD_NAMESPACE)")
+	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config)")
+	f.StringVar(&cfg.PinRoot, "pin-root", "/sys/fs/bpf/weft", "bpffs directory holding this agent's pinned programs, maps and links")
+	f.StringVar(&cfg.CgroupPath, "cgroup-path", "", "cgroup v2 directory the outbound programs attach to (default: the cgroup v2 root)")
+	f.StringVar(&cfg.SocketDir, "socket-dir", "/var/run/weft", "directory of the node proxy and CNI sockets")
+	f.StringVar(&cfg.ProcRoot, "proc-root", "/proc", "the host's /proc (pods are found by their cgroup paths)")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", ":15021", "Prometheus metrics listen address (empty: off)")
+	f.StringSliceVar(&cfg.ExcludeNamespaces, "exclude-namespaces", nil, "namespaces never meshed, besides kube-system and the install namespace")
+	f.Uint32Var(&cfg.SocketMark, "socket-mark", redirect.SocketMark, "mark of the node proxy's sockets, which are never redirected")
+	f.BoolVar(&cleanup, "cleanup", false, "detach and remove everything this agent pinned under --pin-root, then exit")
+	f.StringVar(&logFormat, "log-format", "json", "log format: json or text")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	return cmd
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want json or text", format)
+}
