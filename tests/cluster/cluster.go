@@ -240,5 +240,12 @@ func (c *Cluster) NodeIP(node string) string {
 // BinDir holds the harness binaries (weft-testapp, weft-cluster).
 func (c *Cluster) BinDir() string { return c.bin }
 
+// CgroupDir is the cgroup v2 directory holding every process of the
+// cluster (what weft's agent attaches to in tests, instead of the root).
+func (c *Cluster) CgroupDir() string { return c.cgroup }
+
+// Helm is the path of the cached helm binary.
+func (c *Cluster) Helm() (string, error) { return c.tools.path("helm", "HELM_VERSION", "helm", "helm") }
+
 // Kubectl is the path of the kubectl built with the cluster's Kubernetes.
 func (c *Cluster) Kubectl() (string, error) { return c.tools.kube("kubectl") }
