@@ -77,7 +77,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), dp.Collector())
 
 	var a *agent.Agent
-	hs := handoff.New(ProxySocket(cfg.SocketDir), log.With("component", "handoff"), func() []handoff.Enrolled {
+	hs := handoff.New(ProxySocket(cfg.SocketDir), log, func() []handoff.Enrolled {
 		var out []handoff.Enrolled
 		for _, e := range a.Snapshot() {
 			out = append(out, handoff.Enrolled{Workload: toInpod(e.Workload), Netns: e.Netns})
@@ -91,7 +91,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	cs := cniserver.New(CNISocket(cfg.SocketDir), cniEnroller{a}, log.With("component", "cni"))
+	cs := cniserver.New(CNISocket(cfg.SocketDir), cniEnroller{a}, log)
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return hs.Run(ctx) })

@@ -13,7 +13,7 @@ import (
 // weft-cluster command's status and exec). Stop is not available on it.
 func Attach(stateRoot, runID string) (*Cluster, error) {
 	if stateRoot == "" {
-		stateRoot = "/run/weft"
+		stateRoot = DefaultStateRoot
 	}
 	dir := filepath.Join(clustersDir(stateRoot), runID)
 	st, err := readState(dir)

@@ -33,7 +33,7 @@ type Config struct {
 	// ExtraCNIBinaries are installed into every node's CNI bin dir, by
 	// plugin type (file name) → local binary.
 	ExtraCNIBinaries map[string]string
-	// StateRoot holds run directories (default /run/weft).
+	// StateRoot holds run directories (default DefaultStateRoot).
 	StateRoot string
 	// Images maps extra image repositories to local binaries, on top of the
 	// test apps and CoreDNS.
@@ -67,13 +67,19 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("unknown cni %q (want %q or %q)", c.CNI, CNIBridge, CNIPTP)
 	}
 	if c.StateRoot == "" {
-		c.StateRoot = "/run/weft"
+		c.StateRoot = DefaultStateRoot
 	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
 	return nil
 }
+
+// DefaultStateRoot holds the run directories of clusters. It must not be a
+// path weft's own components use on a node (they use /var/run/weft, which is
+// /run/weft): a pod's hostPath mount there would hide the harness's files
+// from the emulator's container mounts.
+const DefaultStateRoot = "/run/weft-cluster"
 
 // Addresses. Every cluster owns one /24 of underlayBase (its slot); pod and
 // Service ranges live only inside the cluster's namespaces, so concurrent

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -33,15 +34,60 @@ func (c *Cluster) ContainerPID(ctx context.Context, namespace, pod, container st
 	if err != nil {
 		return 0, fmt.Errorf("find container %s of pod %s/%s: %w", container, namespace, pod, err)
 	}
-	fields := strings.Fields(string(data))
-	if len(fields) == 0 {
+	// The main process is the oldest: exec'd processes and probes join the
+	// same cgroup later.
+	best, bestStart := 0, uint64(0)
+	for _, f := range strings.Fields(string(data)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			continue
+		}
+		start, err := procStartTime(pid)
+		if err != nil {
+			continue
+		}
+		if best == 0 || start < bestStart {
+			best, bestStart = pid, start
+		}
+	}
+	if best == 0 {
 		return 0, fmt.Errorf("container %s of pod %s/%s has no running process", container, namespace, pod)
 	}
-	return strconv.Atoi(fields[0])
+	return best, nil
+}
+
+// containerCgroup is the cgroup directory of a pod's container.
+func (c *Cluster) containerCgroup(ctx context.Context, namespace, pod, container string) (string, error) {
+	p, err := c.Client.CoreV1().Pods(namespace).Get(ctx, pod, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("get pod %s/%s: %w", namespace, pod, err)
+	}
+	if container == "" && len(p.Spec.Containers) > 0 {
+		container = p.Spec.Containers[0].Name
+	}
+	return filepath.Join(c.cgroup, p.Spec.NodeName, "kubepods", "pod"+string(p.UID), container), nil
+}
+
+// procStartTime is field 22 of /proc/PID/stat (after the parenthesised name).
+func procStartTime(pid int) (uint64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	fields := strings.Fields(string(data[i+1:]))
+	if len(fields) < 20 {
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	return strconv.ParseUint(fields[19], 10, 64)
 }
 
 // Exec runs argv inside a running container, as `kubectl exec` would: in the
-// container's network, mount and UTS namespaces, with the container's
+// container's network, mount and UTS namespaces and in its cgroup (so cgroup
+// eBPF programs see it as the container's), with the container's
 // environment. It returns stdout; a non-zero exit is an error carrying stderr.
 func (c *Cluster) Exec(ctx context.Context, namespace, pod, container string, argv ...string) ([]byte, error) {
 	pid, err := c.ContainerPID(ctx, namespace, pod, container)
@@ -52,8 +98,18 @@ func (c *Cluster) Exec(ctx context.Context, namespace, pod, container string, ar
 	if err != nil {
 		return nil, fmt.Errorf("read environment of container: %w", err)
 	}
+	cgDir, err := c.containerCgroup(ctx, namespace, pod, container)
+	if err != nil {
+		return nil, err
+	}
+	cg, err := os.Open(cgDir)
+	if err != nil {
+		return nil, fmt.Errorf("open container cgroup: %w", err)
+	}
+	defer cg.Close()
 	args := append([]string{"-t", strconv.Itoa(pid), "-n", "-m", "-u", "--"}, argv...)
 	cmd := exec.CommandContext(ctx, "nsenter", args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
 	for _, kv := range bytes.Split(environ, []byte{0}) {
 		if len(kv) > 0 {
 			cmd.Env = append(cmd.Env, string(kv))

@@ -187,10 +187,10 @@ type RunInfo struct {
 	Created    time.Time
 }
 
-// List returns the clusters recorded under stateRoot ("" = /run/weft).
+// List returns the clusters recorded under stateRoot ("" = DefaultStateRoot).
 func List(stateRoot string) []RunInfo {
 	if stateRoot == "" {
-		stateRoot = "/run/weft"
+		stateRoot = DefaultStateRoot
 	}
 	var out []RunInfo
 	for _, st := range listRuns(stateRoot) {
@@ -209,7 +209,7 @@ func List(stateRoot string) []RunInfo {
 // It never touches a cluster whose owner is alive.
 func Reap(stateRoot string) error {
 	if stateRoot == "" {
-		stateRoot = "/run/weft"
+		stateRoot = DefaultStateRoot
 	}
 	var errs []error
 	live := map[string]bool{}

@@ -45,7 +45,8 @@ func StartForTest(tb testing.TB, cfg Config) *Cluster {
 		if tb.Failed() {
 			tb.Logf("cluster logs were in %s (removed on stop; set WEFT_KEEP_LOGS=DIR to copy them)", c.Dir())
 			if dst := os.Getenv("WEFT_KEEP_LOGS"); dst != "" {
-				_ = copyDir(c.run.path("logs"), dst+"/"+c.RunID())
+				_ = copyDir(c.run.path("logs"), dst+"/"+c.RunID()+"/logs")
+				_ = copyDir(c.run.path("nodes"), dst+"/"+c.RunID()+"/nodes")
 			}
 		}
 		if err := c.Stop(ctx); err != nil {

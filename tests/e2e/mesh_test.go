@@ -198,10 +198,8 @@ func TestEnrollByLabel(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := httpGet(t, c, "shop", "client", "http://echo.backend.svc.cluster.local/", 1)
-			if got.OK != 1 {
-				t.Fatalf("GET by DNS name from an enrolled pod: %+v", got)
-			}
+			// (kube-proxy programs the new Service's endpoints asynchronously.)
+			waitReachable(t, c, "shop", "client", "http://echo.backend.svc.cluster.local/")
 			if findRecord(records(t, c, "node1"), recordproxy.ListenerOutbound, client.UID, svc.Spec.ClusterIP+":80") == nil {
 				t.Errorf("connection to the Service VIP was not redirected")
 			}

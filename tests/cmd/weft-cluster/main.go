@@ -48,7 +48,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.PersistentFlags().StringVar(&stateRoot, "state-root", "/run/weft", "directory holding the clusters' run directories")
+	root.PersistentFlags().StringVar(&stateRoot, "state-root", cluster.DefaultStateRoot, "directory holding the clusters' run directories")
 	root.AddCommand(upCmd(&stateRoot), downCmd(&stateRoot), statusCmd(&stateRoot), execCmd(&stateRoot),
 		kubeconfigCmd(&stateRoot), serveCmd(&stateRoot), nodeCmd())
 	return root
