@@ -45,4 +45,3 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 }
 
 func eventScheme() *runtime.Scheme { return scheme.Scheme }
-

@@ -94,5 +94,3 @@ func Self() (*os.File, error) {
 
 // ErrHostNetns means a process shares the caller's (the node's) namespace.
 var ErrHostNetns = errors.New("process is in the host network namespace")
-
-

@@ -64,7 +64,7 @@ func installWeft(t *testing.T, c *cluster.Cluster) {
 						Image: cluster.ImageRegistry + "/weft-recordproxy:dev",
 						Args: []string{"--socket", "/var/run/weft/ztunnel.sock", "--record-file", "/var/run/weft/records.jsonl",
 							"--mark", "1337", "--orig-dst-map", pinRoot},
-						Env: []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}},
+						Env:             []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}},
 						SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)},
 						VolumeMounts: []corev1.VolumeMount{
 							{Name: "sockets", MountPath: "/var/run/weft"},
