@@ -134,10 +134,25 @@ func labelNamespace(t *testing.T, c *cluster.Cluster, ns, value string) {
 	}
 }
 
+// countRecords counts a pod's records on a listener with an original
+// destination.
+func countRecords(rs []recordproxy.Record, listener string, pod types.UID, origDst string) int {
+	n := 0
+	for _, r := range rs {
+		if r.Listener == listener && r.PodUID == string(pod) && r.OrigDst == origDst {
+			n++
+		}
+	}
+	return n
+}
+
 // TestEnrollByLabel: helm-installed agents; labelling a namespace redirects
-// its running pods' outbound TCP to the node proxy, with the right original
-// destination and source pod, without restarting them; DNS over UDP is not
-// redirected; unlabelling stops it. With both reference CNIs.
+// its running pods' traffic to the node proxy — outbound with the right
+// original destination and source pod, IPv4-mapped IPv6 too; inbound
+// plaintext to the inbound listener and 15008 to the HBONE listener — without
+// restarting them, while DNS over UDP and kubelet probes pass untouched and
+// a connection opened before the label survives labelling and unlabelling.
+// With both reference CNIs.
 func TestEnrollByLabel(t *testing.T) {
 	for _, cni := range []cluster.CNI{cluster.CNIBridge, cluster.CNIPTP} {
 		t.Run(string(cni), func(t *testing.T) {
@@ -147,32 +162,69 @@ func TestEnrollByLabel(t *testing.T) {
 			createNamespace(t, c, "backend")
 			createNamespace(t, c, "shop")
 			echoDeployment(t, c, "backend", "echo", "node0", 1)
-			if _, err := c.Client.CoreV1().Pods("shop").Create(ctx, sleepPod("client", "node1"), metav1.CreateOptions{}); err != nil {
+			echoDeployment(t, c, "shop", "web", "node1", 1)
+			for _, p := range []*corev1.Pod{sleepPod("client", "node1")} {
+				if _, err := c.Client.CoreV1().Pods("shop").Create(ctx, p, metav1.CreateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := c.Client.CoreV1().Pods("backend").Create(ctx, sleepPod("outsider", "node0"), metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			oneEndpoint := func(ns, svc string) (string, string) {
+				var name, ip string
+				if err := cluster.Poll(ctx, 60*time.Second, 200*time.Millisecond, svc+" ready", func(ctx context.Context) (bool, string, error) {
+					eps := readyEndpoints(ctx, t, c, ns, svc)
+					for n, i := range eps {
+						name, ip = n, i
+					}
+					return len(eps) == 1, fmt.Sprint(eps), nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+				return name, ip
+			}
+			_, echoIP := oneEndpoint("backend", "echo")
+			webName, webIP := oneEndpoint("shop", "web")
+			target := echoIP + ":8080"
+			// A long-lived process in the namespace that keeps opening connections.
+			looper := sleepPod("looper", "node1")
+			looper.Spec.Containers[0].Args = []string{"get", "http://" + target + "/", "--count", "1000000", "--interval", "200ms", "--timeout", "2s"}
+			if _, err := c.Client.CoreV1().Pods("shop").Create(ctx, looper, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			client := waitPodRunning(t, c, "shop", "client")
-			var echoIP string
-			if err := cluster.Poll(ctx, 60*time.Second, 200*time.Millisecond, "echo ready", func(ctx context.Context) (bool, string, error) {
-				eps := readyEndpoints(ctx, t, c, "backend", "echo")
-				for _, ip := range eps {
-					echoIP = ip
-				}
-				return len(eps) == 1, fmt.Sprint(eps), nil
-			}); err != nil {
+			looperPod := waitPodRunning(t, c, "shop", "looper")
+			waitPodRunning(t, c, "backend", "outsider")
+			web, err := c.Client.CoreV1().Pods("shop").Get(ctx, webName, metav1.GetOptions{})
+			if err != nil {
 				t.Fatal(err)
 			}
-			target := echoIP + ":8080"
 			if got := httpGet(t, c, "shop", "client", "http://"+target+"/", 1); got.OK != 1 {
 				t.Fatalf("direct GET before enrollment failed: %+v", got)
 			}
-			if r := findRecord(records(t, c, "node1"), recordproxy.ListenerOutbound, client.UID, target); r != nil {
-				t.Fatalf("connection recorded before the namespace was labelled: %+v", r)
+			if rs := records(t, c, "node1"); len(rs) != 0 {
+				t.Fatalf("connections recorded before the namespace was labelled: %+v", rs)
 			}
+
+			// A connection opened before the label, answered after label and unlabel.
+			type result struct {
+				got  getSummary
+				done time.Time
+			}
+			long := make(chan result, 1)
+			go func() {
+				out, _ := c.Exec(ctx, "shop", "client", "", appBinary(c), "get", "http://"+target+"/delay/12000", "--timeout", "30s", "--json")
+				var s getSummary
+				json.Unmarshal(out, &s)
+				long <- result{s, time.Now()}
+			}()
+			time.Sleep(time.Second) // let it connect before the label
 
 			labelled := time.Now()
 			labelNamespace(t, c, "shop", `"enabled"`)
 			var rec *recordproxy.Record
-			err := cluster.Poll(ctx, 10*time.Second, 100*time.Millisecond, "outbound connection through the node proxy", func(ctx context.Context) (bool, string, error) {
+			err = cluster.Poll(ctx, 10*time.Second, 100*time.Millisecond, "outbound connection through the node proxy", func(ctx context.Context) (bool, string, error) {
 				got := httpGetAllowFail(t, c, "shop", "client", "http://"+target+"/", 1)
 				rec = findRecord(records(t, c, "node1"), recordproxy.ListenerOutbound, client.UID, target)
 				return rec != nil && got.OK == 1, fmt.Sprintf("GET %+v, record %v", got, rec), nil
@@ -184,32 +236,89 @@ func TestEnrollByLabel(t *testing.T) {
 			if rec.Namespace != "shop" || rec.PodName != "client" {
 				t.Errorf("record names pod %s/%s, want shop/client", rec.Namespace, rec.PodName)
 			}
-			// The pod was not restarted.
-			p, err := c.Client.CoreV1().Pods("shop").Get(ctx, "client", metav1.GetOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n := p.Status.ContainerStatuses[0].RestartCount; n != 0 || p.UID != client.UID {
-				t.Errorf("client pod restarted (%d) or replaced", n)
-			}
-			// DNS over UDP is not redirected: the name still resolves, and the
-			// TCP connection to the VIP it resolves to is.
-			svc, err := c.Client.CoreV1().Services("backend").Get(ctx, "echo", metav1.GetOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			// (kube-proxy programs the new Service's endpoints asynchronously.)
-			waitReachable(t, c, "shop", "client", "http://echo.backend.svc.cluster.local/")
-			if findRecord(records(t, c, "node1"), recordproxy.ListenerOutbound, client.UID, svc.Spec.ClusterIP+":80") == nil {
-				t.Errorf("connection to the Service VIP was not redirected")
-			}
-			for _, r := range records(t, c, "node1") {
-				if strings.HasSuffix(r.OrigDst, ":53") {
-					t.Errorf("DNS was redirected: %+v", r)
+
+			t.Run("long-running process is redirected without restart", func(t *testing.T) {
+				err := cluster.Poll(ctx, 10*time.Second, 100*time.Millisecond, "looper's connections recorded", func(ctx context.Context) (bool, string, error) {
+					return findRecord(records(t, c, "node1"), recordproxy.ListenerOutbound, looperPod.UID, target) != nil, "", nil
+				})
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
+				for _, name := range []string{"looper", "client"} {
+					p, err := c.Client.CoreV1().Pods("shop").Get(ctx, name, metav1.GetOptions{})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if n := p.Status.ContainerStatuses[0].RestartCount; n != 0 {
+						t.Errorf("pod %s restarted %d times", name, n)
+					}
+				}
+			})
+
+			t.Run("IPv4-mapped IPv6 destination is redirected", func(t *testing.T) {
+				before := countRecords(records(t, c, "node1"), recordproxy.ListenerOutbound, client.UID, target)
+				// curl resolves the literal to an AF_INET6 socket (Go would use AF_INET).
+				out, err := c.Exec(ctx, "shop", "client", "", "curl", "-sS", "-g", "--max-time", "5", "http://[::ffff:"+echoIP+"]:8080/")
+				if err != nil {
+					t.Fatalf("curl to the v4-mapped address: %v\n%s", err, out)
+				}
+				if after := countRecords(records(t, c, "node1"), recordproxy.ListenerOutbound, client.UID, target); after != before+1 {
+					t.Errorf("records of the v4-mapped connection: %d before, %d after; want one more", before, after)
+				}
+			})
+
+			t.Run("inbound plaintext and HBONE reach the proxy; probes pass", func(t *testing.T) {
+				got := httpGet(t, c, "backend", "outsider", "http://"+webIP+":8080/", 1)
+				if got.OK != 1 || got.Pods[webName] != 1 {
+					t.Errorf("plaintext GET from an un-meshed pod: %+v", got)
+				}
+				if r := findRecord(records(t, c, "node1"), recordproxy.ListenerInbound, web.UID, webIP+":8080"); r == nil {
+					t.Errorf("inbound connection not recorded on the inbound listener")
+				}
+				c.Exec(ctx, "backend", "outsider", "", appBinary(c), "tcp", webIP+":15008", "--timeout", "2s") // the stand-in answers and closes
+				if r := findRecord(records(t, c, "node1"), recordproxy.ListenerHBONE, web.UID, webIP+":15008"); r == nil {
+					t.Errorf("connection to 15008 not recorded on the HBONE listener")
+				}
+				// The readiness probe (every second, from the node) keeps passing.
+				deadline := time.Now().Add(4 * time.Second)
+				for time.Now().Before(deadline) {
+					p, err := c.Client.CoreV1().Pods("shop").Get(ctx, webName, metav1.GetOptions{})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !podReady(p) {
+						t.Fatalf("meshed pod %s lost readiness: %+v", webName, p.Status.Conditions)
+					}
+					time.Sleep(500 * time.Millisecond)
+				}
+				metrics, err := c.ExecNode(ctx, "node1", "curl", "-sS", "--max-time", "5", "http://127.0.0.1:15021/metrics")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(string(metrics), "weft_agent_datapath_probe_passes_total ") || strings.Contains(string(metrics), "weft_agent_datapath_probe_passes_total 0\n") {
+					t.Errorf("agent metrics show no probe passing the inbound redirect:\n%s", grepLines(string(metrics), "weft_agent_"))
+				}
+			})
+
+			t.Run("DNS over UDP is not redirected", func(t *testing.T) {
+				svc, err := c.Client.CoreV1().Services("backend").Get(ctx, "echo", metav1.GetOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				// (kube-proxy programs the new Service's endpoints asynchronously.)
+				waitReachable(t, c, "shop", "client", "http://echo.backend.svc.cluster.local/")
+				if findRecord(records(t, c, "node1"), recordproxy.ListenerOutbound, client.UID, svc.Spec.ClusterIP+":80") == nil {
+					t.Errorf("connection to the Service VIP was not redirected")
+				}
+				for _, r := range records(t, c, "node1") {
+					if strings.HasSuffix(r.OrigDst, ":53") {
+						t.Errorf("DNS was redirected: %+v", r)
+					}
+				}
+			})
 
 			labelNamespace(t, c, "shop", "null")
+			unlabelled := time.Now()
 			err = cluster.Poll(ctx, 10*time.Second, 200*time.Millisecond, "redirection off after unlabel", func(ctx context.Context) (bool, string, error) {
 				before := len(records(t, c, "node1"))
 				got := httpGetAllowFail(t, c, "shop", "client", "http://"+target+"/", 1)
@@ -218,6 +327,23 @@ func TestEnrollByLabel(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			r := <-long
+			if r.got.OK != 1 {
+				t.Errorf("connection opened before the label broke: %+v", r.got)
+			}
+			if r.done.Before(unlabelled) {
+				t.Errorf("the long request ended before the unlabel; the test is too slow to prove it survives both")
+			}
 		})
 	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

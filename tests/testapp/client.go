@@ -116,6 +116,9 @@ type GetConfig struct {
 	KeepAlive bool
 	// Responses keeps every response in GetSummary.Responses.
 	Responses bool
+	// Interval is the pause between requests, so one long-lived process
+	// keeps opening connections (e.g. across a mesh enrollment).
+	Interval time.Duration
 	HTTPOptions
 }
 
@@ -192,7 +195,13 @@ func Get(ctx context.Context, cfg GetConfig) (GetSummary, error) {
 	sum := newGetSummary()
 	shared := cfg.newTransport()
 	defer shared.CloseIdleConnections()
-	for range count {
+	for i := range count {
+		if i > 0 && cfg.Interval > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(cfg.Interval):
+			}
+		}
 		if err := ctx.Err(); err != nil {
 			sum.add(GetResponse{Error: fmt.Sprintf("GET %s: not sent: %v", cfg.URL, context.Cause(ctx))}, cfg.Responses)
 			continue

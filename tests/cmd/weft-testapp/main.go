@@ -220,6 +220,7 @@ decoded echo body. Exits 1 if a request got no answer or, unless
 	httpFlags(cmd, &cfg.HTTPOptions, &headers)
 	f := cmd.Flags()
 	f.IntVar(&cfg.Count, "count", 1, "number of requests")
+	f.DurationVar(&cfg.Interval, "interval", 0, "pause between requests")
 	f.BoolVar(&cfg.KeepAlive, "keepalive", false, "reuse connections between requests")
 	f.BoolVar(&cfg.Responses, "json", false, `include every response, with its decoded echo body, as "responses"`)
 	f.BoolVar(&allowStatus, "allow-status", false, "do not fail on non-2xx answers")
