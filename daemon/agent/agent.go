@@ -95,6 +95,8 @@ type Agent struct {
 	queue      workqueue.TypedRateLimitingInterface[string]
 	hostNetns  netns.ID
 
+	ready chan struct{}
+
 	mu       sync.Mutex // guards the fields below
 	enrolled map[types.UID]*enrolledPod
 	byKey    map[string]types.UID
@@ -137,6 +139,7 @@ func New(cfg Config, client kubernetes.Interface, dp Datapath, proxy Proxy, reg 
 		cfg: cfg, client: client, log: log, datapath: dp, proxy: proxy, excluded: excluded,
 		metrics:   newMetrics(reg),
 		hostNetns: hostID,
+		ready:     make(chan struct{}),
 		enrolled:  map[types.UID]*enrolledPod{},
 		byKey:     map[string]types.UID{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
@@ -221,6 +224,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.resync(ctx); err != nil {
 		a.log.Warn("reconcile after start", "err", err)
 	}
+	close(a.ready)
 	var wg sync.WaitGroup
 	for range 2 {
 		wg.Go(func() {
@@ -239,32 +243,56 @@ func (a *Agent) Run(ctx context.Context) error {
 	return nil
 }
 
-// resync brings the datapath in line after a restart: every pod that should
-// be meshed is (re-)enrolled idempotently, and netns cookies left in the
-// pinned maps by pods that are gone are released.
+// resync brings the datapath in line after a restart, before any node
+// proxy is served: pods that should be meshed and whose netns the pinned
+// datapath still redirects are restored as enrolled without a round trip to
+// the proxy (so the snapshot a reconnecting proxy gets lists them and it
+// keeps their listeners), other pods go through the normal path, and netns
+// cookies left by pods that are gone or no longer meshed are released.
 func (a *Agent) resync(ctx context.Context) error {
-	pods, err := a.pods.List(labels.Everything())
-	if err != nil {
-		return err
-	}
-	for _, p := range pods {
-		if err := a.reconcile(ctx, p.Namespace+"/"+p.Name); err != nil {
-			a.queue.AddRateLimited(p.Namespace + "/" + p.Name)
-		}
-	}
 	held, err := a.datapath.Enrolled()
 	if err != nil {
 		return fmt.Errorf("list enrolled netns: %w", err)
 	}
-	a.mu.Lock()
-	live := map[uint64]bool{}
-	for _, e := range a.enrolled {
-		live[e.cookie] = true
+	pods, err := a.pods.List(labels.Everything())
+	if err != nil {
+		return err
 	}
-	a.mu.Unlock()
+	procs, err := podns.Scan(a.cfg.ProcRoot)
+	if err != nil {
+		return err
+	}
+	kept := map[uint64]bool{}
+	for _, pod := range pods {
+		key := pod.Namespace + "/" + pod.Name
+		ns, _ := a.namespaces.Get(pod.Namespace)
+		p, found := procs[string(pod.UID)]
+		if !decide(ns, pod, a.excluded).Mesh || !found {
+			a.queue.Add(key)
+			continue
+		}
+		f, err := podns.OpenNetns(a.cfg.ProcRoot, p)
+		if err != nil {
+			a.queue.Add(key)
+			continue
+		}
+		cookie, err := netns.Cookie(f)
+		if _, ok := held[cookie]; err != nil || !ok {
+			f.Close()
+			a.queue.Add(key)
+			continue
+		}
+		if err := a.restore(ctx, pod, f, cookie); err != nil {
+			f.Close()
+			a.log.Warn("restore enrollment", "pod", key, "err", err)
+			a.queue.Add(key)
+			continue
+		}
+		kept[cookie] = true
+	}
 	var errs []error
 	for cookie, ip := range held {
-		if !live[cookie] {
+		if !kept[cookie] {
 			a.log.Info("releasing stale enrollment", "netnsCookie", cookie, "ip", ip)
 			if err := a.datapath.Release(ctx, cookie, ip); err != nil {
 				errs = append(errs, err)
@@ -273,6 +301,37 @@ func (a *Agent) resync(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// restore re-adopts a pod the pinned datapath still redirects.
+func (a *Agent) restore(ctx context.Context, pod *corev1.Pod, f *os.File, cookie uint64) error {
+	ips := podIPs(pod)
+	var ip4 netip.Addr
+	for _, ip := range ips {
+		if ip.Is4() {
+			ip4 = ip
+			break
+		}
+	}
+	// Idempotent: reuses the pinned map entry and tcx link.
+	if err := a.datapath.Enroll(ctx, Pod{ID: podID(pod.UID), NetnsCookie: cookie, Netns: f, IP: ip4, ProbeSource: probeSource(ip4)}); err != nil {
+		return err
+	}
+	key := pod.Namespace + "/" + pod.Name
+	w := Workload{UID: string(pod.UID), Namespace: pod.Namespace, Name: pod.Name, ServiceAccount: pod.Spec.ServiceAccountName,
+		Node: a.cfg.NodeName, IPs: ips, NetnsCookie: cookie}
+	a.mu.Lock()
+	a.enrolled[pod.UID] = &enrolledPod{key: key, uid: pod.UID, netns: f, cookie: cookie, ip: ip4, work: w}
+	a.byKey[key] = pod.UID
+	n := len(a.enrolled)
+	a.mu.Unlock()
+	a.metrics.enrolled.Set(float64(n))
+	a.log.Info("restored enrollment", "pod", key, "netnsCookie", cookie)
+	return nil
+}
+
+// Ready is closed once the agent has synced its caches and restored its
+// previous enrollments: serve the node proxy and the CNI plugin after it.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
 
 func (a *Agent) processNext(ctx context.Context) bool {
 	key, quit := a.queue.Get()
@@ -341,22 +400,38 @@ func (a *Agent) enrollFromProc(ctx context.Context, pod *corev1.Pod) error {
 	if !ok {
 		return fmt.Errorf("enroll pod %s/%s: %w", pod.Namespace, pod.Name, podns.ErrNotFound)
 	}
-	ports, err := podns.ListeningTCPPorts(a.cfg.ProcRoot, p.PID)
-	if err != nil {
-		return fmt.Errorf("enroll pod %s/%s: %w", pod.Namespace, pod.Name, err)
-	}
-	for _, port := range ProxyPorts {
-		if ports[port] {
-			a.metrics.portConflicts.Inc()
-			a.recorder.Eventf(pod, corev1.EventTypeWarning, ReasonPortConflict,
-				"pod listens on port %d, which the weft node proxy uses in every meshed pod; not enrolled", port)
-			a.log.Warn("not enrolling pod: it listens on a node proxy port", "pod", pod.Namespace+"/"+pod.Name, "port", port)
-			return nil
-		}
-	}
 	f, err := podns.OpenNetns(a.cfg.ProcRoot, p)
 	if err != nil {
 		return err
+	}
+	// A pod the pinned datapath already redirects (the agent restarted) has
+	// the node proxy's listeners in its netns: they are not a conflict.
+	cookie, err := netns.Cookie(f)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("enroll pod %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	held, err := a.datapath.Enrolled()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("enroll pod %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	if _, ok := held[cookie]; !ok {
+		ports, err := podns.ListeningTCPPorts(a.cfg.ProcRoot, p.PID)
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("enroll pod %s/%s: %w", pod.Namespace, pod.Name, err)
+		}
+		for _, port := range ProxyPorts {
+			if ports[port] {
+				f.Close()
+				a.metrics.portConflicts.Inc()
+				a.recorder.Eventf(pod, corev1.EventTypeWarning, ReasonPortConflict,
+					"pod listens on port %d, which the weft node proxy uses in every meshed pod; not enrolled", port)
+				a.log.Warn("not enrolling pod: it listens on a node proxy port", "pod", pod.Namespace+"/"+pod.Name, "port", port)
+				return nil
+			}
+		}
 	}
 	if err := a.enroll(ctx, pod.Namespace, pod.Name, pod.UID, pod.Spec.ServiceAccountName, podIPs(pod), f); err != nil {
 		f.Close()

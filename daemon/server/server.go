@@ -94,9 +94,20 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	cs := cniserver.New(CNISocket(cfg.SocketDir), cniEnroller{a}, log)
 
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return hs.Run(ctx) })
-	g.Go(func() error { return cs.Run(ctx) })
 	g.Go(func() error { return a.Run(ctx) })
+	// The proxy's snapshot and CNI requests need the restored state.
+	afterReady := func(run func(context.Context) error) func() error {
+		return func() error {
+			select {
+			case <-a.Ready():
+				return run(ctx)
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
+	g.Go(afterReady(hs.Run))
+	g.Go(afterReady(cs.Run))
 	if cfg.MetricsAddr != "" {
 		g.Go(func() error { return serveMetrics(ctx, cfg.MetricsAddr, reg) })
 	}

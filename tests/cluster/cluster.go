@@ -195,10 +195,10 @@ func (c *Cluster) Stop(ctx context.Context) error {
 	}
 	wg.Wait()
 	err := teardown(c.run.state.RunID)
-	c.run.lock.Close()
 	if err == nil {
 		err = os.RemoveAll(c.run.dir)
 	}
+	c.run.closeLocks()
 	c.cfg.Log.Info("cluster stopped", "run", c.run.state.RunID, "err", err)
 	return err
 }

@@ -30,11 +30,33 @@ type runState struct {
 	StartSeconds float64 `json:"startSeconds,omitempty"`
 }
 
-// run is an open run directory, held locked by its owner.
+// run is an open run directory. Its owner holds two locks in the global
+// lock directory for its lifetime: its run ID's and its address slot's.
 type run struct {
-	dir   string
-	lock  *os.File
-	state runState
+	dir      string
+	lock     *os.File // locks/<runID>.lock
+	slotLock *os.File // slots/<slot>.lock
+	state    runState
+}
+
+// globalDir holds the locks that say which run IDs and address slots are
+// live, for every state root: liveness must not depend on which state root
+// a reaper was pointed at, or a test with a private state root would reap
+// everybody else's clusters.
+const globalDir = "/run/weft-cluster"
+
+func runLockPath(rid string) string { return filepath.Join(globalDir, "locks", rid+".lock") }
+func slotLockPath(n int) string    { return filepath.Join(globalDir, "slots", fmt.Sprintf("%d.lock", n)) }
+
+// closeLocks releases the run's locks (its processes must be gone first).
+func (r *run) closeLocks() {
+	if r.lock != nil {
+		os.Remove(r.lock.Name())
+		r.lock.Close()
+	}
+	if r.slotLock != nil {
+		r.slotLock.Close()
+	}
 }
 
 func (r *run) path(elem ...string) string { return filepath.Join(append([]string{r.dir}, elem...)...) }
@@ -60,48 +82,50 @@ func newRun(stateRoot, name string, nodes int, cni CNI) (*run, error) {
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		return nil, fmt.Errorf("create %s: %w", base, err)
 	}
-	// Slot allocation is serialised across processes by one lock file.
-	alloc, err := lockFile(filepath.Join(stateRoot, "alloc.lock"), true)
-	if err != nil {
-		return nil, err
+	for _, d := range []string{filepath.Join(globalDir, "locks"), filepath.Join(globalDir, "slots")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("create %s: %w", d, err)
+		}
 	}
-	defer alloc.Close()
-
-	used := map[int]bool{}
-	for _, st := range listRuns(stateRoot) {
-		used[st.Slot] = true
-	}
+	// A slot is ours while we hold its lock; the kernel releases it when
+	// this process dies, however it dies.
+	var slotLock *os.File
 	slot := -1
 	for s := range maxSlots {
-		if !used[s] {
-			slot = s
+		f, err := lockFile(slotLockPath(s), false)
+		if err == nil {
+			slot, slotLock = s, f
 			break
 		}
 	}
 	if slot < 0 {
-		return nil, fmt.Errorf("allocate cluster slot: all %d slots in use under %s", maxSlots, base)
+		return nil, fmt.Errorf("allocate cluster slot: all %d slots in use (locks under %s)", maxSlots, filepath.Join(globalDir, "slots"))
 	}
 	var id [3]byte
 	if _, err := rand.Read(id[:]); err != nil {
+		slotLock.Close()
 		return nil, fmt.Errorf("generate run id: %w", err)
 	}
 	rid := hex.EncodeToString(id[:])
-	dir := filepath.Join(base, rid)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("create run dir: %w", err)
-	}
-	lock, err := lockFile(filepath.Join(dir, "lock"), false)
+	lock, err := lockFile(runLockPath(rid), false)
 	if err != nil {
+		slotLock.Close()
 		return nil, err
 	}
-	r := &run{dir: dir, lock: lock, state: runState{
+	dir := filepath.Join(base, rid)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		lock.Close()
+		slotLock.Close()
+		return nil, fmt.Errorf("create run dir: %w", err)
+	}
+	r := &run{dir: dir, lock: lock, slotLock: slotLock, state: runState{
 		RunID: rid, Name: name, Slot: slot, OwnerPID: os.Getpid(), Created: time.Now(), CNI: cni,
 	}}
 	for i := range nodes {
 		r.state.Nodes = append(r.state.Nodes, fmt.Sprintf("node%d", i))
 	}
 	if err := r.save(); err != nil {
-		lock.Close()
+		r.closeLocks()
 		return nil, err
 	}
 	return r, nil
@@ -126,9 +150,12 @@ func lockFile(path string, wait bool) (*os.File, error) {
 	return f, nil
 }
 
-// ownerAlive reports whether the run directory's lock is held by a live process.
-func ownerAlive(dir string) bool {
-	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR, 0)
+// ownerAlive reports whether the run directory's owner is alive.
+func ownerAlive(dir string) bool { return runIDLive(filepath.Base(dir)) }
+
+// runIDLive reports whether some live process holds run ID rid's lock.
+func runIDLive(rid string) bool {
+	f, err := os.OpenFile(runLockPath(rid), os.O_RDWR, 0)
 	if err != nil {
 		return false
 	}
@@ -225,13 +252,16 @@ func Reap(stateRoot string) error {
 		if err := os.RemoveAll(info.Dir); err != nil {
 			errs = append(errs, fmt.Errorf("remove run dir: %w", err))
 		}
+		os.Remove(runLockPath(info.RunID))
 	}
-	// Orphans whose run directory is gone (e.g. the state root was wiped).
+	// Orphans of any state root (or whose run directory is gone): only run
+	// IDs whose global lock nobody holds.
 	for _, rid := range orphanRunIDs() {
-		if !live[rid] {
+		if !live[rid] && !runIDLive(rid) {
 			if err := teardown(rid); err != nil {
 				errs = append(errs, err)
 			}
+			os.Remove(runLockPath(rid))
 		}
 	}
 	return errors.Join(errs...)

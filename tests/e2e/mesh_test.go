@@ -187,14 +187,46 @@ func TestEnrollByLabel(t *testing.T) {
 			_, echoIP := oneEndpoint("backend", "echo")
 			webName, webIP := oneEndpoint("shop", "web")
 			target := echoIP + ":8080"
-			// A long-lived process in the namespace that keeps opening connections.
+			// Long-lived processes that keep opening connections: with web and
+			// client, the namespace holds 20 running pods when it is labelled.
 			looper := sleepPod("looper", "node1")
 			looper.Spec.Containers[0].Args = []string{"get", "http://" + target + "/", "--count", "1000000", "--interval", "200ms", "--timeout", "2s"}
 			if _, err := c.Client.CoreV1().Pods("shop").Create(ctx, looper, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
+			loopers := &appsv1.Deployment{
+				ObjectMeta: metav1.ObjectMeta{Name: "loopers"},
+				Spec: appsv1.DeploymentSpec{
+					Replicas: ptr.To[int32](17),
+					Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "loopers"}},
+					Template: corev1.PodTemplateSpec{
+						ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "loopers"}},
+						Spec: corev1.PodSpec{
+							TerminationGracePeriodSeconds: ptr.To[int64](2),
+							Containers:                    []corev1.Container{looper.Spec.Containers[0]},
+						},
+					},
+				},
+			}
+			if _, err := c.Client.AppsV1().Deployments("shop").Create(ctx, loopers, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := cluster.Poll(ctx, 90*time.Second, 200*time.Millisecond, "20 running pods in shop", func(ctx context.Context) (bool, string, error) {
+				pods, err := c.Client.CoreV1().Pods("shop").List(ctx, metav1.ListOptions{})
+				if err != nil {
+					return false, err.Error(), nil
+				}
+				running := 0
+				for _, p := range pods.Items {
+					if p.Status.Phase == corev1.PodRunning {
+						running++
+					}
+				}
+				return running == 20, fmt.Sprintf("%d running", running), nil
+			}); err != nil {
+				t.Fatal(err)
+			}
 			client := waitPodRunning(t, c, "shop", "client")
-			looperPod := waitPodRunning(t, c, "shop", "looper")
 			waitPodRunning(t, c, "backend", "outsider")
 			web, err := c.Client.CoreV1().Pods("shop").Get(ctx, webName, metav1.GetOptions{})
 			if err != nil {
@@ -203,8 +235,10 @@ func TestEnrollByLabel(t *testing.T) {
 			if got := httpGet(t, c, "shop", "client", "http://"+target+"/", 1); got.OK != 1 {
 				t.Fatalf("direct GET before enrollment failed: %+v", got)
 			}
-			if rs := records(t, c, "node1"); len(rs) != 0 {
-				t.Fatalf("connections recorded before the namespace was labelled: %+v", rs)
+			for _, n := range c.Nodes() {
+				if rs := records(t, c, n); len(rs) != 0 {
+					t.Fatalf("connections recorded on %s before the namespace was labelled: %+v", n, rs[0])
+				}
 			}
 
 			// A connection opened before the label, answered after label and unlabel.
@@ -237,20 +271,36 @@ func TestEnrollByLabel(t *testing.T) {
 				t.Errorf("record names pod %s/%s, want shop/client", rec.Namespace, rec.PodName)
 			}
 
-			t.Run("long-running process is redirected without restart", func(t *testing.T) {
-				err := cluster.Poll(ctx, 10*time.Second, 100*time.Millisecond, "looper's connections recorded", func(ctx context.Context) (bool, string, error) {
-					return findRecord(records(t, c, "node1"), recordproxy.ListenerOutbound, looperPod.UID, target) != nil, "", nil
+			t.Run("every pod's long-running process is redirected without restart", func(t *testing.T) {
+				pods, err := c.Client.CoreV1().Pods("shop").List(ctx, metav1.ListOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var missing []string
+				err = cluster.Poll(ctx, 10*time.Second, 200*time.Millisecond, "every looper's connections recorded", func(ctx context.Context) (bool, string, error) {
+					missing = nil
+					perNode := map[string][]recordproxy.Record{}
+					for _, n := range c.Nodes() {
+						perNode[n] = records(t, c, n)
+					}
+					for _, p := range pods.Items {
+						if !strings.HasPrefix(p.Name, "looper") {
+							continue
+						}
+						if findRecord(perNode[p.Spec.NodeName], recordproxy.ListenerOutbound, p.UID, target) == nil {
+							missing = append(missing, p.Name)
+						}
+					}
+					return len(missing) == 0, fmt.Sprintf("not yet redirected: %v", missing), nil
 				})
 				if err != nil {
 					t.Fatal(err)
 				}
-				for _, name := range []string{"looper", "client"} {
-					p, err := c.Client.CoreV1().Pods("shop").Get(ctx, name, metav1.GetOptions{})
-					if err != nil {
-						t.Fatal(err)
-					}
-					if n := p.Status.ContainerStatuses[0].RestartCount; n != 0 {
-						t.Errorf("pod %s restarted %d times", name, n)
+				t.Logf("all 18 loopers redirected %s after the label", time.Since(labelled).Round(time.Millisecond))
+				pods, _ = c.Client.CoreV1().Pods("shop").List(ctx, metav1.ListOptions{})
+				for _, p := range pods.Items {
+					if len(p.Status.ContainerStatuses) > 0 && p.Status.ContainerStatuses[0].RestartCount != 0 {
+						t.Errorf("pod %s restarted %d times", p.Name, p.Status.ContainerStatuses[0].RestartCount)
 					}
 				}
 			})
