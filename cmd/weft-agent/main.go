@@ -11,12 +11,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/weftmesh/weft/bpf/redirect"
+	"github.com/weftmesh/weft/daemon/cniinstall"
 	"github.com/weftmesh/weft/daemon/datapath"
 	"github.com/weftmesh/weft/daemon/server"
 )
@@ -46,9 +48,19 @@ func newCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if cfg.CNI.Binary == "" {
+				if exe, err := os.Executable(); err == nil {
+					cfg.CNI.Binary = filepath.Join(filepath.Dir(exe), "weft-cni")
+				}
+			}
 			if cleanup {
 				if err := datapath.Cleanup(cfg.PinRoot, cfg.CgroupPath); err != nil {
 					return fmt.Errorf("clean up %s: %w", cfg.PinRoot, err)
+				}
+				if cfg.CNI.Install {
+					if err := cniinstall.Uninstall(server.InstallConfig(cfg)); err != nil {
+						return fmt.Errorf("remove weft-cni from %s: %w", cfg.CNI.ConfDir, err)
+					}
 				}
 				log.Info("removed this agent's datapath", "pinRoot", cfg.PinRoot)
 				return nil
@@ -71,6 +83,12 @@ func newCommand() *cobra.Command {
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", ":15021", "Prometheus metrics listen address (empty: off)")
 	f.StringSliceVar(&cfg.ExcludeNamespaces, "exclude-namespaces", nil, "namespaces never meshed, besides kube-system and the install namespace")
 	f.Uint32Var(&cfg.SocketMark, "socket-mark", redirect.SocketMark, "mark of the node proxy's sockets, which are never redirected")
+	f.BoolVar(&cfg.CNI.Install, "cni-install", false, "chain weft-cni into the node's CNI config and keep its kubeconfig fresh")
+	f.StringVar(&cfg.CNI.ConfDir, "cni-conf-dir", "/host/etc/cni/net.d", "the node's CNI config dir, as mounted here")
+	f.StringVar(&cfg.CNI.BinDir, "cni-bin-dir", "/host/opt/cni/bin", "the node's CNI bin dir, as mounted here")
+	f.StringVar(&cfg.CNI.Binary, "cni-binary", "", "the weft-cni executable to install (default: weft-cni beside this binary)")
+	f.StringVar(&cfg.CNI.HostKubeconfig, "cni-kubeconfig", "/etc/cni/net.d/weft-cni.kubeconfig", "the plugin's kubeconfig path on the node")
+	f.BoolVar(&cfg.CNI.FailOpen, "cni-fail-open", false, "let pods of enrolled namespaces start unmeshed when the agent is unreachable")
 	f.BoolVar(&cleanup, "cleanup", false, "detach and remove everything this agent pinned under --pin-root, then exit")
 	f.StringVar(&logFormat, "log-format", "json", "log format: json or text")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")

@@ -27,6 +27,7 @@ import (
 	cniv1 "github.com/weftmesh/weft/api/cni/v1"
 	inpodv1 "github.com/weftmesh/weft/api/inpod/v1"
 	"github.com/weftmesh/weft/daemon/agent"
+	"github.com/weftmesh/weft/daemon/cniinstall"
 	"github.com/weftmesh/weft/daemon/cniserver"
 	"github.com/weftmesh/weft/daemon/datapath"
 	"github.com/weftmesh/weft/daemon/handoff"
@@ -44,6 +45,30 @@ type Config struct {
 	MetricsAddr       string // "" = off
 	ExcludeNamespaces []string
 	SocketMark        uint32
+	// CNI, when Install is set, chains weft-cni into the node's CNI config.
+	CNI CNIConfig
+}
+
+// CNIConfig is where the node's CNI files are (as this container sees them)
+// and what the plugin is told.
+type CNIConfig struct {
+	Install        bool
+	ConfDir        string // e.g. /host/etc/cni/net.d
+	BinDir         string // e.g. /host/opt/cni/bin
+	Binary         string // the weft-cni executable to copy
+	HostKubeconfig string // the plugin's kubeconfig path on the node
+	FailOpen       bool
+}
+
+// InstallConfig is the cniinstall configuration for cfg.
+func InstallConfig(cfg Config) cniinstall.Config {
+	return cniinstall.Config{
+		ConfDir: cfg.CNI.ConfDir, BinDir: cfg.CNI.BinDir, Binary: cfg.CNI.Binary,
+		HostSocket: CNISocket(cfg.SocketDir), HostKubeconfig: cfg.CNI.HostKubeconfig, FailOpen: cfg.CNI.FailOpen,
+		TokenFile: "/var/run/secrets/kubernetes.io/serviceaccount/token",
+		CAFile:    "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+		APIServer: cniinstall.APIServerFromEnv(),
+	}
 }
 
 // ProxySocket is the node proxy's handoff socket in dir.
@@ -108,6 +133,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	g.Go(afterReady(hs.Run))
 	g.Go(afterReady(cs.Run))
+	if cfg.CNI.Install {
+		// Chain the plugin only once its socket answers (it fails closed).
+		g.Go(func() error {
+			select {
+			case <-cs.Ready():
+				return cniinstall.Run(ctx, InstallConfig(cfg), log.With("component", "install-cni"))
+			case <-ctx.Done():
+				return nil
+			}
+		})
+	}
 	if cfg.MetricsAddr != "" {
 		g.Go(func() error { return serveMetrics(ctx, cfg.MetricsAddr, reg) })
 	}

@@ -126,12 +126,15 @@ func (c *Cluster) startNodes(ctx context.Context) error {
 			return fmt.Errorf("create node %s: %w", name, err)
 		}
 		kcfg := kubelet.Config{
-			NodeName:      name,
-			NodeIP:        c.addr.node(i).String(),
-			Kubeconfig:    c.run.path("kubeconfigs", "node-"+name+".yaml"),
-			Root:          root,
-			CNIConfDir:    confDir,
-			CNIBinDir:     binDir,
+			NodeName:   name,
+			NodeIP:     c.addr.node(i).String(),
+			Kubeconfig: c.run.path("kubeconfigs", "node-"+name+".yaml"),
+			Root:       root,
+			CNIConfDir: confDir,
+			CNIBinDir:  binDir,
+			// What a DaemonSet (weft's install-cni) writes through hostPath
+			// is what the node's plugins read.
+			CNINodeDirs:   []string{"/etc/cni/net.d", "/opt/cni/bin", "/var/run/weft"},
 			CgroupRoot:    filepath.Join(c.cgroup, name),
 			NetnsPrefix:   netnsName(rid, name) + "-",
 			Images:        images,

@@ -46,7 +46,7 @@ type run struct {
 const globalDir = "/run/weft-cluster"
 
 func runLockPath(rid string) string { return filepath.Join(globalDir, "locks", rid+".lock") }
-func slotLockPath(n int) string    { return filepath.Join(globalDir, "slots", fmt.Sprintf("%d.lock", n)) }
+func slotLockPath(n int) string     { return filepath.Join(globalDir, "slots", fmt.Sprintf("%d.lock", n)) }
 
 // closeLocks releases the run's locks (its processes must be gone first).
 func (r *run) closeLocks() {

@@ -48,6 +48,19 @@ func installWeft(t *testing.T, c *cluster.Cluster) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("helm install: %v\n%s", err, out)
 	}
+	// The agents chain weft-cni into every node's CNI config.
+	err = cluster.Poll(ctx, 60*time.Second, 200*time.Millisecond, "weft-cni chained on every node", func(ctx context.Context) (bool, string, error) {
+		for _, n := range c.Nodes() {
+			data, err := os.ReadFile(filepath.Join(c.NodeRoot(n), "etc", "cni", "net.d", "10-weft-pods.conflist"))
+			if err != nil || !strings.Contains(string(data), `"weft-cni"`) {
+				return false, n + " not yet", nil
+			}
+		}
+		return true, "", nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	labels := map[string]string{"app": "weft-recordproxy"}
 	hostPathDir := corev1.HostPathDirectoryOrCreate
 	ds := &appsv1.DaemonSet{
@@ -347,6 +360,33 @@ func TestEnrollByLabel(t *testing.T) {
 				}
 				if !strings.Contains(string(metrics), "weft_agent_datapath_probe_passes_total ") || strings.Contains(string(metrics), "weft_agent_datapath_probe_passes_total 0\n") {
 					t.Errorf("agent metrics show no probe passing the inbound redirect:\n%s", grepLines(string(metrics), "weft_agent_"))
+				}
+			})
+
+			t.Run("a new pod's very first connection is meshed (CNI path)", func(t *testing.T) {
+				eager := sleepPod("eager", "node0")
+				eager.Spec.RestartPolicy = corev1.RestartPolicyNever
+				eager.Spec.Containers[0].Args = []string{"get", "http://" + target + "/", "--timeout", "5s"}
+				p, err := c.Client.CoreV1().Pods("shop").Create(ctx, eager, metav1.CreateOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				err = cluster.Poll(ctx, 60*time.Second, 200*time.Millisecond, "eager pod finished", func(ctx context.Context) (bool, string, error) {
+					got, err := c.Client.CoreV1().Pods("shop").Get(ctx, "eager", metav1.GetOptions{})
+					if err != nil {
+						return false, err.Error(), nil
+					}
+					return got.Status.Phase == corev1.PodSucceeded || got.Status.Phase == corev1.PodFailed, string(got.Status.Phase), nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, _ := c.Client.CoreV1().Pods("shop").Get(ctx, "eager", metav1.GetOptions{})
+				if got.Status.Phase != corev1.PodSucceeded {
+					t.Errorf("pod whose first connection goes through the mesh: phase %s", got.Status.Phase)
+				}
+				if n := countRecords(records(t, c, "node0"), recordproxy.ListenerOutbound, p.UID, target); n != 1 {
+					t.Errorf("records of the new pod's one connection = %d, want 1 (its very first connection, meshed)", n)
 				}
 			})
 

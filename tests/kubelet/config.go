@@ -22,6 +22,12 @@ type Config struct {
 	// kubelet/containerd do; CNIBinDir holds the plugins.
 	CNIConfDir string `json:"cniConfDir"`
 	CNIBinDir  string `json:"cniBinDir"`
+	// CNINodeDirs are host paths (e.g. /etc/cni/net.d, /opt/cni/bin,
+	// /var/run/weft) that CNI plugins see as Root+path, as a real node's
+	// plugins see the files its DaemonSets put there through hostPath
+	// volumes. Plugins run through the shim in a mount namespace of their
+	// own when it is set.
+	CNINodeDirs []string `json:"cniNodeDirs,omitempty"`
 	// CgroupRoot is an absolute directory in the cgroup v2 hierarchy owned by this
 	// node. Container processes run in CgroupRoot/kubepods/pod<uid>/<container>.
 	CgroupRoot string `json:"cgroupRoot"`

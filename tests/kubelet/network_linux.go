@@ -33,7 +33,10 @@ type podNetwork struct {
 func newPodNetwork(cfg Config, log *slog.Logger) *podNetwork {
 	cache := filepath.Join(cfg.Root, "var/lib/cni/cache")
 	// An explicit exec: libcni's lazy default is not safe for concurrent use.
-	exec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
+	var exec invoke.Exec = &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
+	if len(cfg.CNINodeDirs) > 0 && cfg.ShimPath != "" {
+		exec = newNodeFSExec(cfg, exec)
+	}
 	return &podNetwork{
 		cni:     libcni.NewCNIConfigWithCacheDir([]string{cfg.CNIBinDir}, cache, exec),
 		confDir: cfg.CNIConfDir,

@@ -524,6 +524,13 @@ func (w *podWorker) start(ctx context.Context, pod *corev1.Pod, c *container) {
 		n++
 	}
 	spec := shimSpec{Netns: w.netns, Hostname: rt.Hostname, Mounts: mounts, WorkDir: c.spec.WorkingDir}
+	for _, vm := range c.spec.VolumeMounts {
+		if p := vm.MountPropagation; p != nil && (*p == corev1.MountPropagationHostToContainer || *p == corev1.MountPropagationBidirectional) {
+			// The container must see mounts the host makes later (a pod
+			// netns under /var/run/netns): receive propagation everywhere.
+			spec.ReceiveHostMounts = true
+		}
+	}
 	if !pod.Spec.HostNetwork && pod.Spec.SetHostnameAsFQDN != nil && *pod.Spec.SetHostnameAsFQDN {
 		if _, fqdn := podHostname(pod, w.k.cfg.ClusterDomain); fqdn != "" {
 			spec.Hostname = fqdn

@@ -27,6 +27,11 @@ type shimSpec struct {
 	Hostname string `json:"hostname,omitempty"`
 	// Mounts are bind-mounted in order, in a private mount namespace.
 	Mounts []shimMount `json:"mounts,omitempty"`
+	// ReceiveHostMounts makes the container's mounts slaves of the host's
+	// (rslave) instead of private, for volumes with mountPropagation
+	// HostToContainer or Bidirectional. (Mounts the container makes never
+	// propagate back.)
+	ReceiveHostMounts bool `json:"receiveHostMounts,omitempty"`
 	// WorkDir is created if missing and becomes the working directory.
 	WorkDir string `json:"workDir,omitempty"`
 	// JoinPID, for exec probes, joins the net, uts and mnt namespaces of a
@@ -171,8 +176,12 @@ func setUpNamespaces(spec *shimSpec) error {
 			return fmt.Errorf("set hostname: %w", err)
 		}
 	}
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make / private: %w", err)
+	propagation := uintptr(unix.MS_PRIVATE)
+	if spec.ReceiveHostMounts {
+		propagation = unix.MS_SLAVE
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REC|propagation, ""); err != nil {
+		return fmt.Errorf("set propagation of /: %w", err)
 	}
 	if spec.Netns != "" {
 		// Copies of other pods' netns mounts would keep those namespaces

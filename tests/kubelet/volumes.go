@@ -172,11 +172,12 @@ func itemMode(m *int32, def os.FileMode) os.FileMode {
 }
 
 // kernelFilesystems are hostPath prefixes that name the kernel's state, not
-// the node's files (bpffs, cgroupfs, procfs, sysfs, devices): all emulated
+// the node's files (bpffs, cgroupfs, procfs, sysfs, devices, named network
+// namespaces): all emulated
 // nodes share one kernel, so these resolve to the real paths. Per-node state
 // under them (a bpffs pin root) is told apart by name, as weft's chart does
 // with $(NODE_NAME).
-var kernelFilesystems = []string{"/sys", "/proc", "/dev"}
+var kernelFilesystems = []string{"/sys", "/proc", "/dev", "/run/netns", "/var/run/netns"}
 
 // hostPathUnder resolves a hostPath volume under root (kernel filesystems
 // excepted) and honours its type. An unset type creates a missing
