@@ -23,11 +23,11 @@ build: ## build every binary into bin/
 	$(GO) build -o $(BIN)/ ./cmd/... ./tests/cmd/...
 
 generate: ## regenerate committed generated code (eBPF objects via bpf2go + clang 14)
-	BPF2GO_CC=clang-14 BPF2GO_STRIP=llvm-strip-14 $(GO) generate ./bpf/...
+	BPF2GO_CC=clang-14 BPF2GO_STRIP=llvm-strip-14 $(GO) generate ./bpf/... ./tests/vipbpf/...
 
 verify-generate: ## fail if the committed generated code differs from a fresh generate
 	@if command -v clang-14 >/dev/null; then \
-		$(MAKE) --no-print-directory generate && git diff --exit-code -- bpf/ && test -z "$$(git status --porcelain bpf/)" \
+		$(MAKE) --no-print-directory generate && git diff --exit-code -- bpf/ tests/vipbpf/ && test -z "$$(git status --porcelain bpf/ tests/vipbpf/)" \
 		|| { echo "generated code is stale: run make generate and commit" >&2; exit 1; }; \
 	else echo "clang-14 not installed: skipping the generated-code check"; fi
 
