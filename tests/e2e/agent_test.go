@@ -66,7 +66,13 @@ func redirected(t *testing.T, c *cluster.Cluster, node, ns, pod string, uid stri
 // enrollment; `weft-agent --cleanup` on one node removes exactly that node's
 // datapath.
 func TestAgentRestartAndCleanup(t *testing.T) {
-	c := cluster.StartForTest(t, cluster.Config{Nodes: 2})
+	for _, cni := range []cluster.CNI{cluster.CNIBridge, cluster.CNIPTP} {
+		t.Run(string(cni), func(t *testing.T) { testAgentRestartAndCleanup(t, cni) })
+	}
+}
+
+func testAgentRestartAndCleanup(t *testing.T, cni cluster.CNI) {
+	c := cluster.StartForTest(t, cluster.Config{Nodes: 2, CNI: cni})
 	ctx := testCtx(t)
 	installWeft(t, c)
 	createNamespace(t, c, "backend")
@@ -168,8 +174,22 @@ func TestAgentRestartAndCleanup(t *testing.T) {
 		}
 		// ... until --cleanup removes node0's datapath, and only node0's.
 		agentBin := c.BinDir() + "/weft-agent"
-		if out, err := c.ExecNode(ctx, "node0", agentBin, "--cleanup", "--pin-root", c.PinRoot("node0"), "--cgroup-path", c.CgroupDir()); err != nil {
+		root := c.NodeRoot("node0")
+		if out, err := c.ExecNode(ctx, "node0", agentBin, "--cleanup", "--pin-root", c.PinRoot("node0"), "--cgroup-path", c.CgroupDir(),
+			"--cni-install", "--cni-conf-dir", root+"/etc/cni/net.d", "--cni-bin-dir", root+"/opt/cni/bin"); err != nil {
 			t.Fatalf("weft-agent --cleanup: %v\n%s", err, out)
+		}
+		conf, _ := os.ReadFile(root + "/etc/cni/net.d/10-weft-pods.conflist")
+		if strings.Contains(string(conf), "weft-cni") {
+			t.Errorf("node0's CNI config still chains weft-cni after --cleanup:\n%s", conf)
+		}
+		for _, f := range []string{root + "/opt/cni/bin/weft-cni", root + "/etc/cni/net.d/weft-cni.kubeconfig"} {
+			if _, err := os.Stat(f); !os.IsNotExist(err) {
+				t.Errorf("%s left after --cleanup", f)
+			}
+		}
+		if conf1, _ := os.ReadFile(c.NodeRoot("node1") + "/etc/cni/net.d/10-weft-pods.conflist"); !strings.Contains(string(conf1), "weft-cni") {
+			t.Errorf("node0's cleanup removed weft-cni from node1")
 		}
 		if _, err := os.Stat(c.PinRoot("node0")); !os.IsNotExist(err) {
 			entries, _ := os.ReadDir(c.PinRoot("node0"))

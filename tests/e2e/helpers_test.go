@@ -66,6 +66,11 @@ func echoContainer() corev1.Container {
 			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}},
 			PeriodSeconds: 1,
 		},
+		LivenessProbe: &corev1.Probe{
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}},
+			PeriodSeconds:    1,
+			FailureThreshold: 2,
+		},
 	}
 }
 

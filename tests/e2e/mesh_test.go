@@ -184,6 +184,12 @@ func TestEnrollByLabel(t *testing.T) {
 			if _, err := c.Client.CoreV1().Pods("backend").Create(ctx, sleepPod("outsider", "node0"), metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
+			// A pod that itself listens on a node proxy port cannot be meshed.
+			squatter := sleepPod("squatter", "node1")
+			squatter.Spec.Containers[0].Args = []string{"tcp-echo", "--port", "15006"}
+			if _, err := c.Client.CoreV1().Pods("shop").Create(ctx, squatter, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
 			oneEndpoint := func(ns, svc string) (string, string) {
 				var name, ip string
 				if err := cluster.Poll(ctx, 60*time.Second, 200*time.Millisecond, svc+" ready", func(ctx context.Context) (bool, string, error) {
@@ -224,7 +230,7 @@ func TestEnrollByLabel(t *testing.T) {
 			if _, err := c.Client.AppsV1().Deployments("shop").Create(ctx, loopers, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			if err := cluster.Poll(ctx, 90*time.Second, 200*time.Millisecond, "20 running pods in shop", func(ctx context.Context) (bool, string, error) {
+			if err := cluster.Poll(ctx, 90*time.Second, 200*time.Millisecond, "20 running pods (+ the squatter) in shop", func(ctx context.Context) (bool, string, error) {
 				pods, err := c.Client.CoreV1().Pods("shop").List(ctx, metav1.ListOptions{})
 				if err != nil {
 					return false, err.Error(), nil
@@ -235,7 +241,7 @@ func TestEnrollByLabel(t *testing.T) {
 						running++
 					}
 				}
-				return running == 20, fmt.Sprintf("%d running", running), nil
+				return running == 21, fmt.Sprintf("%d running", running), nil
 			}); err != nil {
 				t.Fatal(err)
 			}
@@ -315,6 +321,37 @@ func TestEnrollByLabel(t *testing.T) {
 					if len(p.Status.ContainerStatuses) > 0 && p.Status.ContainerStatuses[0].RestartCount != 0 {
 						t.Errorf("pod %s restarted %d times", p.Name, p.Status.ContainerStatuses[0].RestartCount)
 					}
+				}
+			})
+
+			t.Run("a pod listening on a proxy port is reported, not enrolled", func(t *testing.T) {
+				err := cluster.Poll(ctx, 10*time.Second, 200*time.Millisecond, "WeftPortConflict event", func(ctx context.Context) (bool, string, error) {
+					evs, err := c.Client.CoreV1().Events("shop").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=squatter"})
+					if err != nil {
+						return false, err.Error(), nil
+					}
+					for _, e := range evs.Items {
+						if e.Reason == "WeftPortConflict" && strings.Contains(e.Message, "15006") {
+							return true, "", nil
+						}
+					}
+					return false, fmt.Sprintf("%d events", len(evs.Items)), nil
+				})
+				if err != nil {
+					t.Error(err)
+				}
+				metrics, err := c.ExecNode(ctx, "node1", "curl", "-sS", "--max-time", "5", "http://127.0.0.1:15021/metrics")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(string(metrics), "weft_agent_port_conflict_pods_total ") || strings.Contains(string(metrics), "weft_agent_port_conflict_pods_total 0\n") {
+					t.Errorf("port conflict not counted:\n%s", grepLines(string(metrics), "port_conflict"))
+				}
+				p, _ := c.Client.CoreV1().Pods("shop").Get(ctx, "squatter", metav1.GetOptions{})
+				// Its own listener still answers: it was left alone.
+				out, err := c.Exec(ctx, "shop", "client", "", appBinary(c), "tcp", p.Status.PodIP+":15006", "--message", "hi")
+				if err != nil {
+					t.Errorf("the squatter's own 15006 listener: %v %s", err, out)
 				}
 			})
 
