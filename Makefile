@@ -40,11 +40,11 @@ unit: ## tests that need no root
 	$(GO) test $(GOTEST_FLAGS) $(UNIT_PKGS)
 
 e2e: tools build ## end-to-end tests on the local cluster (root)
-	WEFT_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -timeout 40m $(GOTEST_FLAGS) $(ROOT_PKGS)
+	WEFT_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -count=1 -timeout 40m $(GOTEST_FLAGS) $(ROOT_PKGS)
 
 test: tools lint build ## the whole suite: lint, unit and root/e2e tests
 	@if [ "$$(id -u)" != 0 ]; then echo "make test runs the root tests too: run it as root" >&2; exit 1; fi
-	WEFT_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -timeout 40m $(GOTEST_FLAGS) ./...
+	WEFT_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -count=1 -timeout 40m $(GOTEST_FLAGS) ./...
 
 demo: tools build ## local cluster + sample app + traffic (see README)
 	bash hack/demo.sh
