@@ -1,13 +1,11 @@
 package redirect
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"regexp"
-	"strings"
 	"testing"
 )
 
@@ -39,43 +37,6 @@ func TestConstants(t *testing.T) {
 		if m == nil || string(m[1]) != fmt.Sprint(want) {
 			t.Errorf("redirect.c: #define %s = %q, want %d", name, m, want)
 		}
-	}
-}
-
-func TestCgroup2RootFrom(t *testing.T) {
-	tests := []struct {
-		name, mountinfo, want string
-		wantErr               bool
-	}{
-		{
-			name: "hybrid",
-			mountinfo: "25 1 0:23 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n" +
-				"41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n",
-			want: "/sys/fs/cgroup/unified",
-		},
-		{
-			name:      "pure v2 with optional fields",
-			mountinfo: "30 24 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n",
-			want:      "/sys/fs/cgroup",
-		},
-		{
-			name:      "escaped space",
-			mountinfo: `30 24 0:26 / /mnt/cg\040two rw - cgroup2 none rw` + "\n",
-			want:      "/mnt/cg two",
-		},
-		{
-			name:      "v1 only",
-			mountinfo: "33 25 0:29 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n",
-			wantErr:   true,
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := cgroup2RootFrom(bufio.NewScanner(strings.NewReader(tt.mountinfo)))
-			if (err != nil) != tt.wantErr || got != tt.want {
-				t.Errorf("cgroup2RootFrom(%q) = %q, %v; want %q, error %v", tt.mountinfo, got, err, tt.want, tt.wantErr)
-			}
-		})
 	}
 }
 

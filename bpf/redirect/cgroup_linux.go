@@ -1,9 +1,9 @@
 package redirect
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
+	"github.com/weftmesh/weft/internal/mountinfo"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -243,50 +243,4 @@ func detachLink(l link.Link) error {
 // Cgroup2Root returns the mount point of the cgroup v2 hierarchy from
 // /proc/self/mountinfo: /sys/fs/cgroup on pure v2 hosts,
 // /sys/fs/cgroup/unified on hybrid ones.
-func Cgroup2Root() (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "", fmt.Errorf("open mountinfo: %w", err)
-	}
-	defer f.Close()
-	return cgroup2RootFrom(bufio.NewScanner(f))
-}
-
-func cgroup2RootFrom(sc *bufio.Scanner) (string, error) {
-	for sc.Scan() {
-		// 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		fsType, _, _ := strings.Cut(post, " ")
-		fields := strings.Fields(pre)
-		if fsType != "cgroup2" || len(fields) < 5 {
-			continue
-		}
-		return unescapeMountinfo(fields[4]), nil
-	}
-	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("read mountinfo: %w", err)
-	}
-	return "", errors.New("find cgroup2 mount: none in /proc/self/mountinfo")
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for space) of mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+func Cgroup2Root() (string, error) { return mountinfo.Cgroup2Root() }

@@ -1,10 +1,10 @@
 package cluster
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/weftmesh/weft/internal/mountinfo"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -59,26 +59,8 @@ func netnsExists(name string) bool {
 	return err == nil
 }
 
-// cgroup2Root finds the cgroup v2 mount: /sys/fs/cgroup on pure-v2 hosts,
-// /sys/fs/cgroup/unified on hybrid ones. Never hard-code it.
-func cgroup2Root() (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "", fmt.Errorf("read mountinfo: %w", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// … mountpoint … - fstype source options
-		fields := strings.Fields(sc.Text())
-		for i, fld := range fields {
-			if fld == "-" && i+1 < len(fields) && fields[i+1] == "cgroup2" && len(fields) > 4 {
-				return fields[4], nil
-			}
-		}
-	}
-	return "", errors.New("find cgroup2 mount: none in /proc/self/mountinfo")
-}
+// cgroup2Root finds the cgroup v2 mount (never hard-coded).
+func cgroup2Root() (string, error) { return mountinfo.Cgroup2Root() }
 
 // ensureBPFFS mounts bpffs at /sys/fs/bpf when nothing is mounted there, as
 // systemd does on most hosts: every node gets a pin root under it.

@@ -1,10 +1,10 @@
 package kubelet
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/weftmesh/weft/internal/mountinfo"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -12,63 +12,8 @@ import (
 	"time"
 )
 
-// cgroup2Mount returns the mount point of the cgroup v2 hierarchy, read from
-// /proc/self/mountinfo (it is /sys/fs/cgroup on unified hosts and often
-// /sys/fs/cgroup/unified on hybrid ones).
-func cgroup2Mount() (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "", fmt.Errorf("open mountinfo: %w", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// id parent maj:min root mountpoint options [optional...] - fstype source superoptions
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		if fstype, _, _ := strings.Cut(post, " "); fstype != "cgroup2" {
-			continue
-		}
-		fields := strings.Fields(pre)
-		if len(fields) >= 5 {
-			return unescapeMountinfo(fields[4]), nil
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("read mountinfo: %w", err)
-	}
-	return "", errors.New("find cgroup2 mount: none in /proc/self/mountinfo")
-}
-
-// unescapeMountinfo undoes mountinfo's octal escapes (\040 for space).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v byte
-			ok := true
-			for _, c := range s[i+1 : i+4] {
-				if c < '0' || c > '7' {
-					ok = false
-					break
-				}
-				v = v*8 + byte(c-'0')
-			}
-			if ok {
-				b.WriteByte(v)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+// cgroup2Mount returns the mount point of the cgroup v2 hierarchy.
+func cgroup2Mount() (string, error) { return mountinfo.Cgroup2Root() }
 
 // resolveCgroupRoot turns Config.CgroupRoot into a directory of the cgroup2
 // file system: a path already under the cgroup2 mount is used as is, any other

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/weftmesh/weft/internal/mountinfo"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -213,7 +214,7 @@ func detachNetnsMounts() error {
 		if len(fields) < 5 {
 			continue
 		}
-		mp := unescapeMountinfo(fields[4])
+		mp := mountinfo.Unescape(fields[4])
 		for _, dir := range []string{netnsDir, "/var/run/netns"} {
 			if strings.HasPrefix(mp, dir+"/") {
 				targets = append(targets, mp)
