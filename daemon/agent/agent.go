@@ -97,6 +97,10 @@ type Agent struct {
 
 	ready chan struct{}
 
+	scanMu sync.Mutex // guards the fields below
+	scan   map[string]podns.Process
+	scanAt time.Time
+
 	mu       sync.Mutex // guards the fields below
 	enrolled map[types.UID]*enrolledPod
 	byKey    map[string]types.UID
@@ -226,7 +230,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	close(a.ready)
 	var wg sync.WaitGroup
-	for range 2 {
+	for range 4 {
 		wg.Go(func() {
 			for a.processNext(ctx) {
 			}
@@ -390,13 +394,37 @@ func (a *Agent) reconcile(ctx context.Context, key string) error {
 	return nil
 }
 
+// scanProcs returns a scan of /proc that is at most maxAge old. Enrolling a
+// namespace of N pods would otherwise read every process of the node N
+// times (measured: label-to-redirect p99 of ~57 s for 200 pods).
+func (a *Agent) scanProcs(maxAge time.Duration) (map[string]podns.Process, error) {
+	a.scanMu.Lock()
+	defer a.scanMu.Unlock()
+	if a.scan != nil && time.Since(a.scanAt) <= maxAge {
+		return a.scan, nil
+	}
+	procs, err := podns.Scan(a.cfg.ProcRoot)
+	if err != nil {
+		return nil, err
+	}
+	a.scan, a.scanAt = procs, time.Now()
+	return procs, nil
+}
+
 // enrollFromProc finds a running pod's netns through /proc and enrolls it.
 func (a *Agent) enrollFromProc(ctx context.Context, pod *corev1.Pod) error {
-	procs, err := podns.Scan(a.cfg.ProcRoot)
+	procs, err := a.scanProcs(time.Second)
 	if err != nil {
 		return err
 	}
 	p, ok := procs[string(pod.UID)]
+	if !ok {
+		// Started after the cached scan: look again, now.
+		if procs, err = a.scanProcs(0); err != nil {
+			return err
+		}
+		p, ok = procs[string(pod.UID)]
+	}
 	if !ok {
 		return fmt.Errorf("enroll pod %s/%s: %w", pod.Namespace, pod.Name, podns.ErrNotFound)
 	}

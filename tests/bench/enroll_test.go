@@ -202,14 +202,47 @@ type enrollResult struct {
 	n           int
 	perNode     map[string]int
 	probe       time.Duration
-	delays      []time.Duration // sorted; one per pod that was redirected
-	agentDelays []time.Duration // sorted; label → the agent's "enrolled pod" log line, per pod
-	missing     int             // pods never seen redirected before the timeout
-	patchTook   time.Duration   // the label PATCH round trip
-	cpu         cpuWindow       // label → last pod redirected
-	startup     time.Duration   // creating the pods until all ran
-	agent       histogram       // weft_agent_enroll_duration_seconds, this run's observations, both nodes
-	enrolledNow float64         // weft_agent_enrolled_pods, both nodes, after
+	delays      []time.Duration    // sorted; one per pod that was redirected
+	agentDelays []time.Duration    // sorted; label → the agent's "enrolled pod" log line, per pod
+	missing     int                // pods never seen redirected before the timeout
+	patchTook   time.Duration      // the label PATCH round trip
+	cpu         cpuWindow          // label → last pod redirected
+	startup     time.Duration      // creating the pods until all ran
+	agent       histogram          // weft_agent_enroll_duration_seconds, this run's observations, both nodes
+	enrolledNow float64            // weft_agent_enrolled_pods, both nodes, after
+	weftCores   map[string]float64 // "agent", "proxy": cores used in the window, both nodes
+}
+
+// weftPodCgroups returns the cgroup directories of weft's pods (the agents
+// and the recording proxies), by "agent" or "proxy".
+func weftPodCgroups(ctx context.Context, tb testing.TB, c *cluster.Cluster) map[string][]string {
+	tb.Helper()
+	pods, err := c.Client.CoreV1().Pods(installNS).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out := map[string][]string{}
+	for _, p := range pods.Items {
+		app := "agent"
+		if p.Labels["app"] == "weft-recordproxy" {
+			app = "proxy"
+		}
+		out[app] = append(out[app], filepath.Join(c.CgroupDir(), p.Spec.NodeName, "kubepods", "pod"+string(p.UID)))
+	}
+	return out
+}
+
+// cgroupsUsage sums cpu.stat usage_usec over each group's cgroups; a cgroup
+// that cannot be read counts as zero.
+func cgroupsUsage(groups map[string][]string) map[string]uint64 {
+	out := map[string]uint64{}
+	for app, dirs := range groups {
+		for _, d := range dirs {
+			u, _ := cgroupUsage(filepath.Join(d, "cpu.stat"))
+			out[app] += u
+		}
+	}
+	return out
 }
 
 // enrollRun creates n prober pods (half per node) in a fresh namespace,
@@ -310,6 +343,8 @@ done`
 	}
 	before := agentHistogram(ctx, tb, c)
 
+	weftPods := weftPodCgroups(ctx, tb, c)
+	weft0 := cgroupsUsage(weftPods)
 	cpu0, err := sampleCPU(c.CgroupDir())
 	if err != nil {
 		tb.Fatal(err)
@@ -346,6 +381,10 @@ done`
 		tb.Fatal(cerr)
 	}
 	res.cpu = cpuBetween(cpu0, cpu1)
+	res.weftCores = map[string]float64{}
+	for app, usec := range cgroupsUsage(weftPods) {
+		res.weftCores[app] = float64(usec-weft0[app]) / 1e6 / res.cpu.Seconds
+	}
 	if err != nil {
 		tb.Errorf("enroll-%d: %v", n, err)
 	}
@@ -543,7 +582,7 @@ func (r *report) String() string {
 	p("")
 	p("### Enrollment: namespace label → each pod's first redirected connection (goal p99 ≤ 1 s)")
 	p("")
-	p("| pods | per node | redirected | p50 ms | p90 ms | p99 ms | max ms | agent logged enrolled p50 / p99 / max ms (n) | agent enroll_duration p50 / p99 / mean ms (n) | enrolled gauge | label PATCH ms | host busy | cluster cores | other cores | pods start s |")
+	p("| pods | per node | redirected | p50 ms | p90 ms | p99 ms | max ms | agent logged enrolled p50 / p99 / max ms (n) | agent enroll_duration p50 / p99 / mean ms (n) | enrolled gauge | label PATCH ms | host busy | cluster cores (agents, proxies) | other cores | pods start s |")
 	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, e := range r.enroll {
 		var nodes []string
@@ -555,11 +594,11 @@ func (r *report) String() string {
 		if e.agent.count > 0 {
 			mean = e.agent.sum / e.agent.count
 		}
-		p("| %d | %s | %d/%d | %s | %s | %s | %s | %s / %s / %s (%d) | %.1f / %.1f / %.1f (%.0f) | %.0f | %s | %.0f%% | %.2f | %.2f | %.0f |", e.n, strings.Join(nodes, " "),
+		p("| %d | %s | %d/%d | %s | %s | %s | %s | %s / %s / %s (%d) | %.1f / %.1f / %.1f (%.0f) | %.0f | %s | %.0f%% | %.2f (%.2f, %.2f) | %.2f | %.0f |", e.n, strings.Join(nodes, " "),
 			len(e.delays), e.n, ms(percentile(e.delays, 50)), ms(percentile(e.delays, 90)), ms(percentile(e.delays, 99)), ms(percentile(e.delays, 100)),
 			ms(percentile(e.agentDelays, 50)), ms(percentile(e.agentDelays, 99)), ms(percentile(e.agentDelays, 100)), len(e.agentDelays),
 			1000*e.agent.quantile(0.5), 1000*e.agent.quantile(0.99), 1000*mean, e.agent.count, e.enrolledNow,
-			ms(e.patchTook), e.cpu.HostBusyPct, e.cpu.ClusterCores, e.cpu.ForeignCores, e.startup.Seconds())
+			ms(e.patchTook), e.cpu.HostBusyPct, e.cpu.ClusterCores, e.weftCores["agent"], e.weftCores["proxy"], e.cpu.ForeignCores, e.startup.Seconds())
 	}
 	p("")
 	p("Probe: each pod opens a new TCP connection every %s, so label→redirect times include up to one interval (mean half) of probing delay.", r.cfg.probeInterval)
