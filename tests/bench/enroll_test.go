@@ -1,3 +1,5 @@
+//go:build bench
+
 package bench
 
 import (
@@ -23,7 +25,7 @@ import (
 	"github.com/weftmesh/weft/tests/recordproxy"
 )
 
-const runHint = "WEFT_BENCH=1 go test -count=1 -timeout 30m -run TestBenchEnroll -v ./tests/bench/ (as root; make bench-enroll)"
+const runHint = "go test -tags bench -count=1 -timeout 30m -run TestBenchEnroll -v ./tests/bench/ (as root; make bench-enroll)"
 
 // benchConfig is read from the environment, so a quick run can shrink it.
 type benchConfig struct {
@@ -93,9 +95,8 @@ func loadBenchConfig(tb testing.TB) benchConfig {
 // cluster's own share (its cgroup); latency windows disturbed by other
 // users of the machine are repeated.
 func TestBenchEnroll(t *testing.T) {
-	if os.Getenv("WEFT_BENCH") != "1" {
-		t.Skip("benchmark, not part of make test: run " + runHint)
-	}
+	// Compiled only with -tags bench (make bench-enroll, runHint): it is a
+	// benchmark, not part of make test.
 	cfg := loadBenchConfig(t)
 	c := cluster.StartForTest(t, cluster.Config{Name: "bench", Nodes: 2, CNI: cluster.CNIBridge})
 	ctx, cancel := context.WithTimeout(context.Background(), 28*time.Minute)
