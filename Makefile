@@ -12,7 +12,7 @@ UNIT_PKGS = $(shell $(GO) list ./... | grep -v '/tests')
 GOTEST_FLAGS ?=
 CLUSTER ?= weft
 
-.PHONY: all tools build generate verify-generate lint test unit e2e demo cluster-up cluster-down cluster-status clean
+.PHONY: all tools build generate verify-generate lint bench-enroll test unit e2e demo cluster-up cluster-down cluster-status clean
 
 all: build
 
@@ -57,6 +57,9 @@ cluster-down: build ## stop the local cluster and remove everything it created
 
 cluster-status: build ## show clusters, nodes and pods
 	$(BIN)/weft-cluster status
+
+bench-enroll: tools build ## label-to-redirect time for 20/200 pods, un-meshed pods' latency with/without weft (root, ~6-9 min)
+	WEFT_REQUIRE_PRIVILEGED=1 $(GO) test -tags bench -count=1 -timeout 30m -run TestBenchEnroll -v ./tests/bench/
 
 clean: ## remove build output (the tool cache in .cache/ is kept; rm -rf .cache to drop it)
 	rm -rf $(BIN)

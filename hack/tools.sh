@@ -23,7 +23,7 @@ built() { [[ -f "$1/.done" ]]; }
 apt_packages() {
 	# clang/llvm regenerate the committed eBPF objects (make generate, and
 	# the CI check that they are reproducible).
-	local want=(iproute2 iptables conntrack ipset util-linux procps psmisc curl clang llvm libbpf-dev)
+	local want=(iproute2 iptables conntrack ipset util-linux procps psmisc curl jq clang llvm libbpf-dev)
 	local missing=()
 	for p in "${want[@]}"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
