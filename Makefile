@@ -34,7 +34,9 @@ verify-generate: ## fail if the committed generated code differs from a fresh ge
 lint: tools verify-generate ## gofmt, go vet, staticcheck, generated code up to date
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags bench ./tests/bench/
 	$(STATICCHECK) ./...
+	$(STATICCHECK) -tags bench ./tests/bench/
 
 unit: ## tests that need no root
 	$(GO) test $(GOTEST_FLAGS) $(UNIT_PKGS)

@@ -12,11 +12,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -39,72 +37,11 @@ const (
 
 func appBinary(c *cluster.Cluster) string { return filepath.Join(c.BinDir(), "weft-testapp") }
 
-func helmPinRoot(c *cluster.Cluster) string {
-	return strings.TrimSuffix(c.PinRoot("NODE"), "NODE") + "$(NODE_NAME)"
-}
-
 // installWeft helm-installs the chart and the recording proxy DaemonSet and
 // waits for both on every node.
 func installWeft(ctx context.Context, tb testing.TB, c *cluster.Cluster) {
 	tb.Helper()
-	helm, err := c.Helm()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	repo, err := cluster.RepoRoot()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	pinRoot := helmPinRoot(c)
-	cmd := exec.CommandContext(ctx, helm, "--kubeconfig", c.Kubeconfig(), "install", "weft",
-		filepath.Join(repo, "install", "helm", "weft"), "-n", installNS, "--create-namespace",
-		"--set", "agent.pinRoot="+pinRoot, "--set", "agent.cgroupPath="+c.CgroupDir(),
-		"--wait", "--timeout", "120s")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("helm install: %v\n%s", err, out)
-	}
-	labels := map[string]string{"app": "weft-recordproxy"}
-	hostPathDir := corev1.HostPathDirectoryOrCreate
-	ds := &appsv1.DaemonSet{
-		ObjectMeta: metav1.ObjectMeta{Name: "weft-recordproxy", Namespace: installNS},
-		Spec: appsv1.DaemonSetSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{
-					HostNetwork:                   true,
-					TerminationGracePeriodSeconds: ptr.To[int64](2),
-					Containers: []corev1.Container{{
-						Name:  "proxy",
-						Image: cluster.ImageRegistry + "/weft-recordproxy:dev",
-						Args: []string{"--socket", "/var/run/weft/ztunnel.sock", "--record-file", "/var/run/weft/records.jsonl",
-							"--mark", "1337", "--orig-dst-map", pinRoot},
-						Env:             []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}},
-						SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)},
-						VolumeMounts: []corev1.VolumeMount{
-							{Name: "sockets", MountPath: "/var/run/weft"},
-							{Name: "bpffs", MountPath: "/sys/fs/bpf"},
-						},
-					}},
-					Volumes: []corev1.Volume{
-						{Name: "sockets", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/var/run/weft", Type: &hostPathDir}}},
-						{Name: "bpffs", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/sys/fs/bpf"}}},
-					},
-				},
-			},
-		},
-	}
-	if _, err := c.Client.AppsV1().DaemonSets(installNS).Create(ctx, ds, metav1.CreateOptions{}); err != nil {
-		tb.Fatal(err)
-	}
-	err = cluster.Poll(ctx, 60*time.Second, 200*time.Millisecond, "recordproxy on every node", func(ctx context.Context) (bool, string, error) {
-		d, err := c.Client.AppsV1().DaemonSets(installNS).Get(ctx, "weft-recordproxy", metav1.GetOptions{})
-		if err != nil {
-			return false, err.Error(), nil
-		}
-		return d.Status.NumberReady == int32(len(c.Nodes())), fmt.Sprintf("%d ready", d.Status.NumberReady), nil
-	})
-	if err != nil {
+	if err := c.InstallWeft(ctx); err != nil {
 		tb.Fatal(err)
 	}
 }

@@ -95,8 +95,9 @@ func loadBenchConfig(tb testing.TB) benchConfig {
 // cluster's own share (its cgroup); latency windows disturbed by other
 // users of the machine are repeated.
 func TestBenchEnroll(t *testing.T) {
-	// Compiled only with -tags bench (make bench-enroll, runHint): it is a
+	// Compiled only with -tags bench (make bench-enroll): it is a
 	// benchmark, not part of make test.
+	t.Log("running: " + runHint)
 	cfg := loadBenchConfig(t)
 	c := cluster.StartForTest(t, cluster.Config{Name: "bench", Nodes: 2, CNI: cluster.CNIBridge})
 	ctx, cancel := context.WithTimeout(context.Background(), 28*time.Minute)

@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,87 +20,12 @@ import (
 	"github.com/weftmesh/weft/tests/recordproxy"
 )
 
-const installNS = "weft-system"
+const installNS = cluster.WeftNamespace
 
-// installWeft installs the chart with helm, as a user would, plus the
-// recording stand-in for the node proxy (a test-only DaemonSet), and waits
-// for both on every node. Every node's agent gets its own pin root and
-// attaches to the cluster's own cgroup, since the emulated nodes share one
-// kernel.
+// installWeft installs weft with helm plus the recording stand-in proxy.
 func installWeft(t *testing.T, c *cluster.Cluster) {
 	t.Helper()
-	ctx := testCtx(t)
-	helm, err := c.Helm()
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, err := cluster.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pinRoot := strings.TrimSuffix(c.PinRoot("NODE"), "NODE") + "$(NODE_NAME)"
-	cmd := exec.CommandContext(ctx, helm, "--kubeconfig", c.Kubeconfig(), "install", "weft",
-		filepath.Join(repo, "install", "helm", "weft"), "-n", installNS, "--create-namespace",
-		"--set", "agent.pinRoot="+pinRoot, "--set", "agent.cgroupPath="+c.CgroupDir(),
-		"--wait", "--timeout", "120s")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("helm install: %v\n%s", err, out)
-	}
-	// The agents chain weft-cni into every node's CNI config.
-	err = cluster.Poll(ctx, 60*time.Second, 200*time.Millisecond, "weft-cni chained on every node", func(ctx context.Context) (bool, string, error) {
-		for _, n := range c.Nodes() {
-			data, err := os.ReadFile(filepath.Join(c.NodeRoot(n), "etc", "cni", "net.d", "10-weft-pods.conflist"))
-			if err != nil || !strings.Contains(string(data), `"weft-cni"`) {
-				return false, n + " not yet", nil
-			}
-		}
-		return true, "", nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	labels := map[string]string{"app": "weft-recordproxy"}
-	hostPathDir := corev1.HostPathDirectoryOrCreate
-	ds := &appsv1.DaemonSet{
-		ObjectMeta: metav1.ObjectMeta{Name: "weft-recordproxy", Namespace: installNS},
-		Spec: appsv1.DaemonSetSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{
-					HostNetwork:                   true,
-					TerminationGracePeriodSeconds: ptr.To[int64](2),
-					Containers: []corev1.Container{{
-						Name:  "proxy",
-						Image: cluster.ImageRegistry + "/weft-recordproxy:dev",
-						Args: []string{"--socket", "/var/run/weft/ztunnel.sock", "--record-file", "/var/run/weft/records.jsonl",
-							"--mark", "1337", "--orig-dst-map", pinRoot},
-						Env:             []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}},
-						SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)},
-						VolumeMounts: []corev1.VolumeMount{
-							{Name: "sockets", MountPath: "/var/run/weft"},
-							{Name: "bpffs", MountPath: "/sys/fs/bpf"},
-						},
-					}},
-					Volumes: []corev1.Volume{
-						{Name: "sockets", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/var/run/weft", Type: &hostPathDir}}},
-						{Name: "bpffs", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/sys/fs/bpf"}}},
-					},
-				},
-			},
-		},
-	}
-	if _, err := c.Client.AppsV1().DaemonSets(installNS).Create(ctx, ds, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	err = cluster.Poll(ctx, 60*time.Second, 200*time.Millisecond, "recordproxy on every node", func(ctx context.Context) (bool, string, error) {
-		d, err := c.Client.AppsV1().DaemonSets(installNS).Get(ctx, "weft-recordproxy", metav1.GetOptions{})
-		if err != nil {
-			return false, err.Error(), nil
-		}
-		return d.Status.NumberReady == int32(len(c.Nodes())), fmt.Sprintf("%d ready", d.Status.NumberReady), nil
-	})
-	if err != nil {
+	if err := c.InstallWeft(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -110,7 +33,7 @@ func installWeft(t *testing.T, c *cluster.Cluster) {
 // records reads what a node's recording proxy saw.
 func records(t *testing.T, c *cluster.Cluster, node string) []recordproxy.Record {
 	t.Helper()
-	f, err := os.Open(filepath.Join(c.NodeRoot(node), "var", "run", "weft", "records.jsonl"))
+	f, err := os.Open(c.RecordFile(node))
 	if os.IsNotExist(err) {
 		return nil
 	}
