@@ -5,101 +5,39 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/weftmesh/weft/internal/testutil"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// Every host object a test creates is named testPrefix<pid>-…, so a later
-// run can reap what a killed run left behind (reapStale).
-const testPrefix = "wbt"
-
-var (
-	objSeq    atomic.Int64
-	reapOnce  sync.Once
-	runPrefix = fmt.Sprintf("%s%d-", testPrefix, os.Getpid())
-)
-
-func uniqueName(kind string) string {
-	return fmt.Sprintf("%s%s%d", runPrefix, kind, objSeq.Add(1))
-}
-
-// requirePrivileged skips tb without root, or fails it when CI demands the
-// privileged tests (WEFT_REQUIRE_PRIVILEGED=1): a skip must not look like a pass.
-func requirePrivileged(tb testing.TB) {
-	tb.Helper()
-	if os.Geteuid() == 0 {
-		reapOnce.Do(reapStale)
-		return
-	}
-	if os.Getenv("WEFT_REQUIRE_PRIVILEGED") == "1" {
-		tb.Fatal("WEFT_REQUIRE_PRIVILEGED=1 but not running as root")
-	}
-	tb.Skip("needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)")
-}
-
-// stalePID returns the pid in a name made by uniqueName if that process is gone.
-func stalePID(name string) bool {
-	rest, ok := strings.CutPrefix(name, testPrefix)
-	if !ok {
-		return false
-	}
-	pidText, _, ok := strings.Cut(rest, "-")
-	if !ok {
-		return false
-	}
-	pid, err := strconv.Atoi(pidText)
-	if err != nil || pid == os.Getpid() {
-		return false
-	}
-	return syscall.Kill(pid, 0) == syscall.ESRCH
-}
-
-// reapStale removes netns, cgroups and pin dirs of killed test runs.
-func reapStale() {
-	if entries, err := os.ReadDir("/run/netns"); err == nil {
-		for _, e := range entries {
-			if stalePID(e.Name()) {
-				exec.Command("ip", "netns", "del", e.Name()).Run()
-			}
-		}
-	}
-	if root, err := Cgroup2Root(); err == nil {
-		if entries, err := os.ReadDir(root); err == nil {
+// Every host object a test creates is named wbt<pid>-…, so a later run can
+// reap what a killed run left behind.
+var names = func() *testutil.Names {
+	n := testutil.NewNames("wbt")
+	// Pin dirs of killed runs, too.
+	n.ReapExtra = func(stale func(string) bool) {
+		if entries, err := os.ReadDir("/sys/fs/bpf"); err == nil {
 			for _, e := range entries {
-				if e.IsDir() && stalePID(e.Name()) {
-					os.Remove(filepath.Join(root, e.Name()))
+				if e.IsDir() && stale(e.Name()) {
+					Cleanup(filepath.Join("/sys/fs/bpf", e.Name()))
 				}
 			}
 		}
 	}
-	if entries, err := os.ReadDir("/sys/fs/bpf"); err == nil {
-		for _, e := range entries {
-			if e.IsDir() && stalePID(e.Name()) {
-				Cleanup(filepath.Join("/sys/fs/bpf", e.Name()))
-			}
-		}
-	}
-}
+	return n
+}()
 
-func run(tb testing.TB, name string, args ...string) {
-	tb.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		tb.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-}
+func uniqueName(kind string) string                  { return names.Unique(kind) }
+func requirePrivileged(tb testing.TB)                { tb.Helper(); names.RequirePrivileged(tb) }
+func run(tb testing.TB, name string, args ...string) { tb.Helper(); testutil.Run(tb, name, args...) }
 
 // netNS is a named network namespace created for one test.
 type netNS struct {
