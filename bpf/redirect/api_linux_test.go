@@ -82,6 +82,11 @@ func TestMapAPI(t *testing.T) {
 	if len(got) != 1 || got[1] != want {
 		t.Errorf("Enrolled() = %+v, want {1: %+v}", got, want)
 	}
+	for cookie, want := range map[uint64]bool{1: true, 2: false} {
+		if got, err := o.IsEnrolled(cookie); err != nil || got != want {
+			t.Errorf("IsEnrolled(%d) = %v, %v; want %v", cookie, got, err, want)
+		}
+	}
 	if _, err := o.AttachIngress(func(func() error) error { return nil }, "eth0", IngressConfig{}); err == nil {
 		t.Error("AttachIngress without a pod IP succeeded, want an error")
 	}

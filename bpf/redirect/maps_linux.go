@@ -43,6 +43,19 @@ func (o *Objects) Unenroll(netnsCookie uint64) error {
 	return nil
 }
 
+// IsEnrolled reports whether the netns with cookie is enrolled.
+func (o *Objects) IsEnrolled(netnsCookie uint64) (bool, error) {
+	var v redirectPodInfo
+	err := o.objs.MeshNetns.Lookup(netnsCookie, &v)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, ebpf.ErrKeyNotExist):
+		return false, nil
+	}
+	return false, fmt.Errorf("look up netns %d: %w", netnsCookie, err)
+}
+
 // Enrolled returns every enrolled netns cookie with its PodInfo, for
 // reconciling after a restart.
 func (o *Objects) Enrolled() (map[uint64]PodInfo, error) {

@@ -53,6 +53,9 @@ func (*Objects) Unenroll(uint64) error { return ErrUnsupported }
 // Enrolled returns ErrUnsupported.
 func (*Objects) Enrolled() (map[uint64]PodInfo, error) { return nil, ErrUnsupported }
 
+// IsEnrolled returns ErrUnsupported.
+func (*Objects) IsEnrolled(uint64) (bool, error) { return false, ErrUnsupported }
+
 // LookupOrigDst returns ErrUnsupported.
 func (*Objects) LookupOrigDst(uint64, netip.Addr, uint16) (netip.AddrPort, error) {
 	return netip.AddrPort{}, ErrUnsupported

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -58,9 +59,11 @@ type Pod struct {
 // adapter). Calls are idempotent.
 type Datapath interface {
 	Enroll(ctx context.Context, p Pod) error
-	Release(ctx context.Context, netnsCookie uint64, podIP netip.Addr) error
+	Release(ctx context.Context, netnsCookie uint64) error
 	// Enrolled lists the netns cookies the (pinned) datapath redirects now.
 	Enrolled() (map[uint64]netip.Addr, error)
+	// Redirects reports whether the datapath redirects one netns now.
+	Redirects(netnsCookie uint64) (bool, error)
 }
 
 // Config configures an Agent.
@@ -153,7 +156,7 @@ func New(cfg Config, client kubernetes.Interface, dp Datapath, proxy Proxy, reg 
 	// Pods of this node only: the API server filters, so the agent's watch
 	// load does not grow with the cluster.
 	a.factory = informers.NewSharedInformerFactoryWithOptions(client, 0,
-		informers.WithTweakListOptions(func(o *metav1ListOptions) {
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
 		}))
 	a.nsFactory = informers.NewSharedInformerFactory(client, 0)
@@ -298,7 +301,7 @@ func (a *Agent) resync(ctx context.Context) error {
 	for cookie, ip := range held {
 		if !kept[cookie] {
 			a.log.Info("releasing stale enrollment", "netnsCookie", cookie, "ip", ip)
-			if err := a.datapath.Release(ctx, cookie, ip); err != nil {
+			if err := a.datapath.Release(ctx, cookie); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -308,7 +311,17 @@ func (a *Agent) resync(ctx context.Context) error {
 
 // restore re-adopts a pod the pinned datapath still redirects.
 func (a *Agent) restore(ctx context.Context, pod *corev1.Pod, f *os.File, cookie uint64) error {
-	ips := podIPs(pod)
+	e := a.newEnrolledPod(pod.Namespace, pod.Name, pod.UID, pod.Spec.ServiceAccountName, podIPs(pod), f, cookie)
+	// Idempotent: reuses the pinned map entry and tcx link.
+	if err := a.datapath.Enroll(ctx, e.datapathPod()); err != nil {
+		return err
+	}
+	a.remember(e)
+	a.log.Info("restored enrollment", "pod", e.key, "netnsCookie", cookie)
+	return nil
+}
+
+func (a *Agent) newEnrolledPod(ns, name string, uid types.UID, sa string, ips []netip.Addr, f *os.File, cookie uint64) *enrolledPod {
 	var ip4 netip.Addr
 	for _, ip := range ips {
 		if ip.Is4() {
@@ -316,21 +329,24 @@ func (a *Agent) restore(ctx context.Context, pod *corev1.Pod, f *os.File, cookie
 			break
 		}
 	}
-	// Idempotent: reuses the pinned map entry and tcx link.
-	if err := a.datapath.Enroll(ctx, Pod{ID: podID(pod.UID), NetnsCookie: cookie, Netns: f, IP: ip4, ProbeSource: probeSource(ip4)}); err != nil {
-		return err
-	}
-	key := pod.Namespace + "/" + pod.Name
-	w := Workload{UID: string(pod.UID), Namespace: pod.Namespace, Name: pod.Name, ServiceAccount: pod.Spec.ServiceAccountName,
-		Node: a.cfg.NodeName, IPs: ips, NetnsCookie: cookie}
+	key := ns + "/" + name
+	return &enrolledPod{key: key, uid: uid, netns: f, cookie: cookie, ip: ip4, work: Workload{
+		UID: string(uid), Namespace: ns, Name: name, ServiceAccount: sa, Node: a.cfg.NodeName, IPs: ips, NetnsCookie: cookie,
+	}}
+}
+
+func (e *enrolledPod) datapathPod() Pod {
+	return Pod{ID: podID(e.uid), NetnsCookie: e.cookie, Netns: e.netns, IP: e.ip, ProbeSource: probeSource(e.ip)}
+}
+
+// remember records an enrolled pod.
+func (a *Agent) remember(e *enrolledPod) {
 	a.mu.Lock()
-	a.enrolled[pod.UID] = &enrolledPod{key: key, uid: pod.UID, netns: f, cookie: cookie, ip: ip4, work: w}
-	a.byKey[key] = pod.UID
+	a.enrolled[e.uid] = e
+	a.byKey[e.key] = e.uid
 	n := len(a.enrolled)
 	a.mu.Unlock()
 	a.metrics.enrolled.Set(float64(n))
-	a.log.Info("restored enrollment", "pod", key, "netnsCookie", cookie)
-	return nil
 }
 
 // Ready is closed once the agent has synced its caches and restored its
@@ -439,12 +455,12 @@ func (a *Agent) enrollFromProc(ctx context.Context, pod *corev1.Pod) error {
 		f.Close()
 		return fmt.Errorf("enroll pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
-	held, err := a.datapath.Enrolled()
+	held, err := a.datapath.Redirects(cookie)
 	if err != nil {
 		f.Close()
 		return fmt.Errorf("enroll pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
-	if _, ok := held[cookie]; !ok {
+	if !held {
 		ports, err := podns.ListeningTCPPorts(a.cfg.ProcRoot, p.PID)
 		if err != nil {
 			f.Close()
@@ -461,62 +477,41 @@ func (a *Agent) enrollFromProc(ctx context.Context, pod *corev1.Pod) error {
 			}
 		}
 	}
-	if err := a.enroll(ctx, pod.Namespace, pod.Name, pod.UID, pod.Spec.ServiceAccountName, podIPs(pod), f); err != nil {
+	if err := a.enroll(ctx, a.newEnrolledPod(pod.Namespace, pod.Name, pod.UID, pod.Spec.ServiceAccountName, podIPs(pod), f, cookie)); err != nil {
 		f.Close()
 		return err
 	}
 	return nil
 }
 
-// Event reasons.
-const (
-	ReasonPortConflict = "WeftPortConflict"
-	ReasonEnrolled     = "WeftEnrolled"
-)
+// ReasonPortConflict is the Event reason for pods that listen on a node
+// proxy port.
+const ReasonPortConflict = "WeftPortConflict"
 
 // enroll hands the pod's netns to the proxy, then turns redirection on. It
-// takes ownership of f on success.
-func (a *Agent) enroll(ctx context.Context, ns, name string, uid types.UID, sa string, ips []netip.Addr, f *os.File) error {
+// takes ownership of e.netns on success.
+func (a *Agent) enroll(ctx context.Context, e *enrolledPod) error {
 	began := time.Now()
-	key := ns + "/" + name
-	id, err := netns.Identify(f)
+	id, err := netns.Identify(e.netns)
 	if err != nil {
 		return err
 	}
 	if id == a.hostNetns {
-		return fmt.Errorf("enroll pod %s: %w", key, netns.ErrHostNetns)
+		return fmt.Errorf("enroll pod %s: %w", e.key, netns.ErrHostNetns)
 	}
-	cookie, err := netns.Cookie(f)
-	if err != nil {
-		return fmt.Errorf("enroll pod %s: %w", key, err)
-	}
-	var ip4 netip.Addr
-	for _, ip := range ips {
-		if ip.Is4() {
-			ip4 = ip
-			break
-		}
-	}
-	w := Workload{UID: string(uid), Namespace: ns, Name: name, ServiceAccount: sa, Node: a.cfg.NodeName, IPs: ips, NetnsCookie: cookie}
-	if err := a.proxy.AddWorkload(ctx, w, f); err != nil {
+	if err := a.proxy.AddWorkload(ctx, e.work, e.netns); err != nil {
 		a.metrics.enrolls.WithLabelValues("error").Inc()
-		return fmt.Errorf("enroll pod %s: hand netns to node proxy: %w", key, err)
+		return fmt.Errorf("enroll pod %s: hand netns to node proxy: %w", e.key, err)
 	}
-	pod := Pod{ID: podID(uid), NetnsCookie: cookie, Netns: f, IP: ip4, ProbeSource: probeSource(ip4)}
-	if err := a.datapath.Enroll(ctx, pod); err != nil {
+	if err := a.datapath.Enroll(ctx, e.datapathPod()); err != nil {
 		a.metrics.enrolls.WithLabelValues("error").Inc()
-		rmErr := a.proxy.RemoveWorkload(ctx, string(uid), false)
-		return errors.Join(fmt.Errorf("enroll pod %s: redirect: %w", key, err), rmErr)
+		rmErr := a.proxy.RemoveWorkload(ctx, string(e.uid), false)
+		return errors.Join(fmt.Errorf("enroll pod %s: redirect: %w", e.key, err), rmErr)
 	}
-	a.mu.Lock()
-	a.enrolled[uid] = &enrolledPod{key: key, uid: uid, netns: f, cookie: cookie, ip: ip4, work: w}
-	a.byKey[key] = uid
-	n := len(a.enrolled)
-	a.mu.Unlock()
-	a.metrics.enrolled.Set(float64(n))
+	a.remember(e)
 	a.metrics.enrolls.WithLabelValues("ok").Inc()
 	a.metrics.enrollSeconds.Observe(time.Since(began).Seconds())
-	a.log.Info("enrolled pod", "pod", key, "ip", ip4, "netnsCookie", cookie, "took", time.Since(began))
+	a.log.Info("enrolled pod", "pod", e.key, "ip", e.ip, "netnsCookie", e.cookie, "took", time.Since(began))
 	return nil
 }
 
@@ -526,7 +521,7 @@ func (a *Agent) release(ctx context.Context, e *enrolledPod, drain bool) error {
 	if e == nil {
 		return nil
 	}
-	if err := a.datapath.Release(ctx, e.cookie, e.ip); err != nil {
+	if err := a.datapath.Release(ctx, e.cookie); err != nil {
 		return fmt.Errorf("release pod %s: %w", e.key, err)
 	}
 	if err := a.proxy.RemoveWorkload(ctx, string(e.uid), drain); err != nil {
@@ -575,7 +570,7 @@ func (a *Agent) EnrollFromCNI(ctx context.Context, ns, name string, uid types.UI
 	pod, err := a.pods.Pods(ns).Get(name)
 	if err != nil || pod.UID != uid {
 		// The informer may lag the kubelet; ask the API server.
-		pod, err = a.client.CoreV1().Pods(ns).Get(ctx, name, metav1GetOptions)
+		pod, err = a.client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, "", fmt.Errorf("get pod %s/%s: %w", ns, name, err)
 		}
@@ -594,7 +589,12 @@ func (a *Agent) EnrollFromCNI(ctx context.Context, ns, name string, uid types.UI
 	if err != nil {
 		return false, "", fmt.Errorf("open netns of pod %s/%s: %w", ns, name, err)
 	}
-	if err := a.enroll(ctx, ns, name, uid, pod.Spec.ServiceAccountName, ips, f); err != nil {
+	cookie, err := netns.Cookie(f)
+	if err != nil {
+		f.Close()
+		return false, "", fmt.Errorf("enroll pod %s/%s: %w", ns, name, err)
+	}
+	if err := a.enroll(ctx, a.newEnrolledPod(ns, name, uid, pod.Spec.ServiceAccountName, ips, f, cookie)); err != nil {
 		f.Close()
 		return false, "", err
 	}

@@ -2,14 +2,9 @@ package agent
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/scheme"
 )
-
-type metav1ListOptions = metav1.ListOptions
-
-var metav1GetOptions = metav1.GetOptions{}
 
 type metrics struct {
 	enrolled      prometheus.Gauge

@@ -60,7 +60,7 @@ func (b *BPF) Enroll(_ context.Context, p agent.Pod) error {
 }
 
 // Release stops redirecting a pod. Missing state is not an error.
-func (b *BPF) Release(_ context.Context, cookie uint64, _ netip.Addr) error {
+func (b *BPF) Release(_ context.Context, cookie uint64) error {
 	var errs []error
 	if err := b.objs.Unenroll(cookie); err != nil && !errors.Is(err, redirect.ErrNotFound) {
 		errs = append(errs, err)
@@ -83,6 +83,9 @@ func (b *BPF) Enrolled() (map[uint64]netip.Addr, error) {
 	}
 	return out, nil
 }
+
+// Redirects reports whether the netns with cookie is in the map.
+func (b *BPF) Redirects(cookie uint64) (bool, error) { return b.objs.IsEnrolled(cookie) }
 
 // LookupOrigDst returns the original destination of a redirected
 // connection, by the peer address the proxy accepted it from.

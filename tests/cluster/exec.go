@@ -19,20 +19,18 @@ import (
 // first process of its cgroup, which the node emulator creates at
 // <node cgroup>/kubepods/pod<uid>/<container>.
 func (c *Cluster) ContainerPID(ctx context.Context, namespace, pod, container string) (int, error) {
-	p, err := c.Client.CoreV1().Pods(namespace).Get(ctx, pod, metav1.GetOptions{})
+	dir, err := c.containerCgroup(ctx, namespace, pod, container)
 	if err != nil {
-		return 0, fmt.Errorf("get pod %s/%s: %w", namespace, pod, err)
+		return 0, err
 	}
-	if container == "" && len(p.Spec.Containers) > 0 {
-		container = p.Spec.Containers[0].Name
-	}
-	if p.Spec.NodeName == "" {
-		return 0, fmt.Errorf("pod %s/%s is not scheduled", namespace, pod)
-	}
-	dir := filepath.Join(c.cgroup, p.Spec.NodeName, "kubepods", "pod"+string(p.UID), container)
+	return oldestProcess(dir)
+}
+
+// oldestProcess is the main process of a container cgroup.
+func oldestProcess(dir string) (int, error) {
 	data, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
 	if err != nil {
-		return 0, fmt.Errorf("find container %s of pod %s/%s: %w", container, namespace, pod, err)
+		return 0, fmt.Errorf("find container process: %w", err)
 	}
 	// The main process is the oldest: exec'd processes and probes join the
 	// same cgroup later.
@@ -51,7 +49,7 @@ func (c *Cluster) ContainerPID(ctx context.Context, namespace, pod, container st
 		}
 	}
 	if best == 0 {
-		return 0, fmt.Errorf("container %s of pod %s/%s has no running process", container, namespace, pod)
+		return 0, fmt.Errorf("container cgroup %s has no running process", dir)
 	}
 	return best, nil
 }
@@ -64,6 +62,9 @@ func (c *Cluster) containerCgroup(ctx context.Context, namespace, pod, container
 	}
 	if container == "" && len(p.Spec.Containers) > 0 {
 		container = p.Spec.Containers[0].Name
+	}
+	if p.Spec.NodeName == "" {
+		return "", fmt.Errorf("pod %s/%s is not scheduled", namespace, pod)
 	}
 	return filepath.Join(c.cgroup, p.Spec.NodeName, "kubepods", "pod"+string(p.UID), container), nil
 }
@@ -90,17 +91,17 @@ func procStartTime(pid int) (uint64, error) {
 // eBPF programs see it as the container's), with the container's
 // environment. It returns stdout; a non-zero exit is an error carrying stderr.
 func (c *Cluster) Exec(ctx context.Context, namespace, pod, container string, argv ...string) ([]byte, error) {
-	pid, err := c.ContainerPID(ctx, namespace, pod, container)
+	cgDir, err := c.containerCgroup(ctx, namespace, pod, container)
 	if err != nil {
 		return nil, err
+	}
+	pid, err := oldestProcess(cgDir)
+	if err != nil {
+		return nil, fmt.Errorf("exec in %s/%s: %w", namespace, pod, err)
 	}
 	environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
 	if err != nil {
 		return nil, fmt.Errorf("read environment of container: %w", err)
-	}
-	cgDir, err := c.containerCgroup(ctx, namespace, pod, container)
-	if err != nil {
-		return nil, err
 	}
 	cg, err := os.Open(cgDir)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/weftmesh/weft/tests/cluster"
 	"github.com/weftmesh/weft/tests/recordproxy"
@@ -53,12 +54,12 @@ func agentPod(t *testing.T, c *cluster.Cluster, node string) *corev1.Pod {
 // node proxy recorded it.
 func redirected(t *testing.T, c *cluster.Cluster, node, ns, pod string, uid string, target string) bool {
 	t.Helper()
-	before := countRecords(records(t, c, node), recordproxy.ListenerOutbound, typesUID(uid), target)
+	before := countRecords(records(t, c, node), recordproxy.ListenerOutbound, types.UID(uid), target)
 	got := httpGetAllowFail(t, c, ns, pod, "http://"+target+"/", 1)
 	if got.OK != 1 {
 		t.Errorf("GET %s from %s/%s failed: %+v", target, ns, pod, got)
 	}
-	return countRecords(records(t, c, node), recordproxy.ListenerOutbound, typesUID(uid), target) > before
+	return countRecords(records(t, c, node), recordproxy.ListenerOutbound, types.UID(uid), target) > before
 }
 
 // TestAgentRestartAndCleanup: kill -9 of an agent does not stop redirection,

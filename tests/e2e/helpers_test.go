@@ -12,7 +12,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
@@ -188,8 +187,6 @@ func waitReachable(t *testing.T, c *cluster.Cluster, ns, pod, url string) {
 		t.Fatal(err)
 	}
 }
-
-func typesUID(s string) types.UID { return types.UID(s) }
 
 func execCommand(ctx context.Context, name string, args ...string) ([]byte, error) {
 	return exec.CommandContext(ctx, name, args...).CombinedOutput()
