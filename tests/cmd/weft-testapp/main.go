@@ -75,6 +75,8 @@ func newRootCmd(logger *slog.Logger) *cobra.Command {
 		newTCPEchoCmd(logger),
 		newGetCmd(),
 		newTCPCmd(),
+		newStreamCmd(),
+		newHoldCmd(),
 		newLoadCmd(),
 		newKubeCheckCmd(),
 		newSleepCmd(logger),
@@ -395,5 +397,65 @@ func newSleepCmd(logger *slog.Logger) *cobra.Command {
 	f.DurationVar(&cfg.ExitAfter, "exit-after", 0, "exit with --exit-code after this long (0 means never)")
 	f.IntVar(&cfg.ExitCode, "exit-code", 0, "exit code for --exit-after")
 	f.BoolVar(&ignoreSIGTERM, "ignore-sigterm", false, "ignore SIGTERM, so that only SIGKILL (or SIGINT) ends the process")
+	return cmd
+}
+
+func newStreamCmd() *cobra.Command {
+	var cfg testapp.StreamConfig
+	cmd := &cobra.Command{
+		Use:   "stream ADDR",
+		Short: "Push --bytes through --connections concurrent connections to a tcp-echo server and verify every byte",
+		Long: `Open --connections connections to ADDR at once; on each send --marker and
+then --bytes of a per-connection pseudo-random pattern, and check that the
+echo is byte-for-byte what was sent. Prints one JSON object:
+
+  {"connections": N, "ok": N, "bytesSent": B, "bytesReceived": B, "errors": [...], "millis": T}
+
+Exits 1 unless every connection echoed everything.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := testapp.SignalContext(cmd.Context(), false)
+			defer stop()
+			cfg.Addr = args[0]
+			res := testapp.Stream(ctx, cfg)
+			if err := printJSON(cmd, res); err != nil {
+				return err
+			}
+			if res.OK != res.Connections {
+				return &exitError{code: 1, err: fmt.Errorf("stream %s: %d of %d connections failed", cfg.Addr, res.Connections-res.OK, res.Connections)}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.Connections, "connections", 1, "concurrent connections")
+	f.Int64Var(&cfg.Bytes, "bytes", 1<<20, "bytes each connection sends and must get back")
+	f.StringVar(&cfg.Marker, "marker", "", "bytes every connection's payload starts with")
+	f.DurationVar(&cfg.Timeout, "timeout", 2*time.Minute, "timeout of the whole run")
+	return cmd
+}
+
+func newHoldCmd() *cobra.Command {
+	var cfg testapp.HoldConfig
+	cmd := &cobra.Command{
+		Use:   "hold ADDR",
+		Short: "Hold one connection to a tcp-echo server, pinging it, and report how it ended",
+		Long: `Open one connection to ADDR and ping it every --interval for --duration,
+stopping at the first failed ping. Prints one JSON object:
+
+  {"pings": N, "heldMillis": T, "error": "..."}
+
+"error" is empty when the connection lasted --duration. Exits 0 either way.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := testapp.SignalContext(cmd.Context(), false)
+			defer stop()
+			cfg.Addr = args[0]
+			return printJSON(cmd, testapp.Hold(ctx, cfg))
+		},
+	}
+	f := cmd.Flags()
+	f.DurationVar(&cfg.Interval, "interval", 200*time.Millisecond, "time between pings")
+	f.DurationVar(&cfg.Duration, "duration", time.Minute, "how long to hold the connection")
 	return cmd
 }
