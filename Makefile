@@ -12,7 +12,7 @@ UNIT_PKGS = $(shell $(GO) list ./... | grep -v '/tests')
 GOTEST_FLAGS ?=
 CLUSTER ?= weft
 
-.PHONY: all tools build generate verify-generate lint bench-enroll test unit e2e demo cluster-up cluster-down cluster-status clean
+.PHONY: all tools build generate verify-generate lint fuzz bench-enroll bench-l4 test unit e2e demo cluster-up cluster-down cluster-status clean
 
 all: build
 
@@ -38,13 +38,24 @@ lint: tools verify-generate ## gofmt, go vet, staticcheck, generated code up to 
 	$(STATICCHECK) ./...
 	$(STATICCHECK) -tags bench ./tests/bench/
 
+# Parsers of untrusted input, each fuzzed for FUZZTIME (go test runs their
+# seed corpora in every plain run too).
+FUZZ_TARGETS = ./internal/hbone:FuzzParseAuthority ./internal/hbone:FuzzServeConn \
+	./ztunnel/state:FuzzParse ./internal/pki:FuzzSignCSR ./internal/spiffe:FuzzParseID ./api/inpod/v1:FuzzDecode
+FUZZTIME ?= 5s
+fuzz: ## run every fuzz target for FUZZTIME (default 5s each)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} in $${t%%:*} for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}"; \
+	done
+
 unit: ## tests that need no root
 	$(GO) test $(GOTEST_FLAGS) $(UNIT_PKGS)
 
 e2e: tools build ## end-to-end tests on the local cluster (root)
 	WEFT_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -count=1 -timeout 40m $(GOTEST_FLAGS) $(ROOT_PKGS)
 
-test: tools lint build ## the whole suite: lint, unit and root/e2e tests
+test: tools lint build fuzz ## the whole suite: lint, fuzzing, unit and root/e2e tests
 	@if [ "$$(id -u)" != 0 ]; then echo "make test runs the root tests too: run it as root" >&2; exit 1; fi
 	WEFT_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -count=1 -timeout 40m $(GOTEST_FLAGS) ./...
 
@@ -62,6 +73,9 @@ cluster-status: build ## show clusters, nodes and pods
 
 bench-enroll: tools build ## label-to-redirect time for 20/200 pods, un-meshed pods' latency with/without weft (root, ~6-9 min)
 	WEFT_REQUIRE_PRIVILEGED=1 $(GO) test -tags bench -count=1 -timeout 30m -run TestBenchEnroll -v ./tests/bench/
+
+bench-l4: tools build ## pod-to-pod TCP: direct vs meshed vs a stunnel4 mTLS pair, same-/cross-node, fortio latency + iperf3 throughput, ztunnel CPU/request and RSS (root, ~6 min)
+	WEFT_REQUIRE_PRIVILEGED=1 $(GO) test -tags bench -count=1 -timeout 45m -run TestBenchL4 -v ./tests/bench/
 
 clean: ## remove build output (the tool cache in .cache/ is kept; rm -rf .cache to drop it)
 	rm -rf $(BIN)

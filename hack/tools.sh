@@ -4,7 +4,7 @@
 # it installs, so a warm run takes seconds.
 #
 #   hack/tools.sh            everything
-#   hack/tools.sh apt|k8s|etcd|coredns|helm|cni|go-tools   one part
+#   hack/tools.sh apt|k8s|etcd|coredns|helm|cni|go-tools|fortio   one part
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,18 +20,86 @@ log() { printf '[tools] %s\n' "$*" >&2; }
 # stamp DIR: true when DIR holds a completed build.
 built() { [[ -f "$1/.done" ]]; }
 
+# Debconf answers for the packages below, so that no install asks anything:
+# dumpcap stays root-only (the tests capture as root) and iperf3 is not
+# installed as a system daemon.
+debconf_answers='wireshark-common wireshark-common/install-setuid boolean false
+iperf3 iperf3/start_daemon boolean false'
+
+# Commands the packages must provide; checked after every install.
+apt_commands=(ip iptables conntrack ipset nsenter pgrep curl jq clang-14 tshark dumpcap prometheus stunnel4 iperf3 openssl)
+
 apt_packages() {
 	# clang/llvm regenerate the committed eBPF objects (make generate, and
-	# the CI check that they are reproducible).
-	local want=(iproute2 iptables conntrack ipset util-linux procps psmisc curl jq clang llvm libbpf-dev)
-	local missing=()
+	# the CI check that they are reproducible). tshark (and its dumpcap),
+	# prometheus, stunnel4, iperf3 and openssl are the real clients and
+	# peers of the mesh tests and benchmarks (ARCHITECTURE.md §8, §9).
+	local want=(iproute2 iptables conntrack ipset util-linux procps psmisc curl jq clang llvm libbpf-dev
+		tshark prometheus stunnel4 iperf3 openssl)
+	# One dpkg-query for all of them keeps a warm run fast; a package it
+	# does not know at all is not printed, so it counts as missing too.
+	local -A installed=()
+	local p status missing=()
+	while IFS=' ' read -r p status; do
+		[[ $status == "install ok installed" ]] && installed[$p]=1
+	done < <(dpkg-query -W -f='${Package} ${Status}\n' "${want[@]}" 2>/dev/null || true)
 	for p in "${want[@]}"; do
-		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+		[[ -n ${installed[$p]:-} ]] || missing+=("$p")
 	done
 	if ((${#missing[@]})); then
 		log "apt: installing ${missing[*]}"
+		debconf-set-selections <<<"$debconf_answers"
 		apt-get update -qq
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+		no_service_starts apt_install "${missing[@]}"
+		if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+			quiet_prometheus
+		fi
+	fi
+	local c
+	for c in "${apt_commands[@]}"; do
+		command -v "$c" >/dev/null || { log "apt: $c missing after install"; return 1; }
+	done
+}
+
+apt_install() {
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		-o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@" >/dev/null
+}
+
+# no_service_starts CMD...: runs CMD with a policy-rc.d that forbids
+# maintainer scripts to start services (invoke-rc.d exit 101), unless the
+# machine already has a policy of its own, which is left alone.
+no_service_starts() {
+	local policy=/usr/sbin/policy-rc.d
+	if [[ -e $policy ]]; then
+		"$@"
+		return
+	fi
+	# Removed even if this script is interrupted: a policy left behind would
+	# stop every later package from starting its service.
+	trap 'rm -f /usr/sbin/policy-rc.d' EXIT INT TERM
+	printf '#!/bin/sh\n# hack/tools.sh: no service starts during its apt-get install\nexit 101\n' >"$policy"
+	chmod 755 "$policy"
+	local rc=0
+	"$@" || rc=$?
+	rm -f "$policy"
+	trap - EXIT INT TERM
+	return "$rc"
+}
+
+# quiet_prometheus stops and disables the system service the Debian
+# prometheus package installs (weft's tests only run the binary, on their
+# own ports), whatever the init system, and touches no other service.
+quiet_prometheus() {
+	if [[ -d /run/systemd/system ]]; then
+		systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+		return 0
+	fi
+	if [[ -x /etc/init.d/prometheus ]]; then
+		if /etc/init.d/prometheus status >/dev/null 2>&1; then
+			/etc/init.d/prometheus stop >/dev/null 2>&1 || true
+		fi
+		update-rc.d prometheus disable >/dev/null 2>&1 || true
 	fi
 }
 
@@ -79,8 +147,10 @@ cni() {
 	goinstall cni "$CNI_PLUGINS_VERSION" $p/main/bridge $p/main/ptp $p/main/loopback $p/ipam/host-local $p/meta/portmap
 }
 go_tools() { goinstall staticcheck "$STATICCHECK_VERSION" honnef.co/go/tools/cmd/staticcheck; }
+# fortio: the latency client and server of the mesh benchmarks (ARCHITECTURE.md §9).
+fortio() { goinstall fortio "$FORTIO" fortio.org/fortio; }
 
-all() { apt_packages; etcd; k8s; coredns; helm; cni; go_tools; }
+all() { apt_packages; etcd; k8s; coredns; helm; cni; go_tools; fortio; }
 
 case "${1:-all}" in
 all) all ;;
@@ -91,5 +161,6 @@ coredns) coredns ;;
 helm) helm ;;
 cni) cni ;;
 go-tools) go_tools ;;
-*) echo "usage: $0 [all|apt|k8s|etcd|coredns|helm|cni|go-tools]" >&2; exit 2 ;;
+fortio) fortio ;;
+*) echo "usage: $0 [all|apt|k8s|etcd|coredns|helm|cni|go-tools|fortio]" >&2; exit 2 ;;
 esac

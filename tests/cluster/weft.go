@@ -3,11 +3,8 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -36,34 +33,11 @@ func (c *Cluster) RecordFile(node string) string {
 // until both run on every node and weft-cni is chained into every node's
 // CNI config.
 func (c *Cluster) InstallWeft(ctx context.Context) error {
-	helm, err := c.Helm()
-	if err != nil {
-		return err
-	}
-	repo, err := RepoRoot()
-	if err != nil {
+	// The recording stand-in replaces the chart's node proxy.
+	if err := c.helmInstall(ctx, []string{"ztunnel.enabled=false"}); err != nil {
 		return err
 	}
 	pinRoot := c.WeftPinRoot()
-	cmd := exec.CommandContext(ctx, helm, "--kubeconfig", c.Kubeconfig(), "install", "weft",
-		filepath.Join(repo, "install", "helm", "weft"), "-n", WeftNamespace, "--create-namespace",
-		"--set", "agent.pinRoot="+pinRoot, "--set", "agent.cgroupPath="+c.CgroupDir(),
-		"--wait", "--timeout", "120s")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("helm install weft: %w\n%s", err, out)
-	}
-	err = Poll(ctx, 60*time.Second, 200*time.Millisecond, "weft-cni chained on every node", func(ctx context.Context) (bool, string, error) {
-		for _, n := range c.Nodes() {
-			data, err := os.ReadFile(filepath.Join(c.NodeRoot(n), "etc", "cni", "net.d", "10-weft-pods.conflist"))
-			if err != nil || !strings.Contains(string(data), `"weft-cni"`) {
-				return false, n + " not yet", nil
-			}
-		}
-		return true, "", nil
-	})
-	if err != nil {
-		return err
-	}
 	labels := map[string]string{"app": "weft-recordproxy"}
 	dirOrCreate := corev1.HostPathDirectoryOrCreate
 	ds := &appsv1.DaemonSet{
@@ -98,11 +72,5 @@ func (c *Cluster) InstallWeft(ctx context.Context) error {
 	if _, err := c.Client.AppsV1().DaemonSets(WeftNamespace).Create(ctx, ds, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create recording proxy: %w", err)
 	}
-	return Poll(ctx, 60*time.Second, 200*time.Millisecond, "recording proxy on every node", func(ctx context.Context) (bool, string, error) {
-		d, err := c.Client.AppsV1().DaemonSets(WeftNamespace).Get(ctx, "weft-recordproxy", metav1.GetOptions{})
-		if err != nil {
-			return false, err.Error(), nil
-		}
-		return d.Status.NumberReady == int32(len(c.Nodes())), fmt.Sprintf("%d ready", d.Status.NumberReady), nil
-	})
+	return c.waitDaemonSet(ctx, "weft-recordproxy")
 }

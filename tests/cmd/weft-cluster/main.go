@@ -50,7 +50,7 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&stateRoot, "state-root", cluster.DefaultStateRoot, "directory holding the clusters' run directories")
 	root.AddCommand(upCmd(&stateRoot), downCmd(&stateRoot), statusCmd(&stateRoot), execCmd(&stateRoot),
-		kubeconfigCmd(&stateRoot), serveCmd(&stateRoot), nodeCmd())
+		kubeconfigCmd(&stateRoot), serveCmd(&stateRoot), meshConfigCmd(&stateRoot), nodeCmd())
 	return root
 }
 
@@ -369,6 +369,50 @@ func execCmd(stateRoot *string) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&name, "cluster", "weft", "cluster name")
 	cmd.Flags().StringVarP(&container, "container", "c", "", "container (default: the first)")
+	return cmd
+}
+
+func meshConfigCmd(stateRoot *string) *cobra.Command {
+	var name, policyFile string
+	var opts cluster.MeshOptions
+	cmd := &cobra.Command{
+		Use:   "mesh-config",
+		Short: "Compile the node proxies' mesh state from the cluster and write it to every node (stands in for the operator)",
+		Long: `Compile workloads (pods; HBONE in namespaces labelled weft.io/mesh=enabled),
+Services with their EndpointSlices, and the compiled policies of --policy (a
+JSON array of ztunnel/state Policy objects) into the mesh config every
+node's weft-ztunnel reads, and write it to every node. Run it after pods,
+Services, labels or policies change. Prints the config version.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			runs := findRuns(*stateRoot, name)
+			if len(runs) == 0 {
+				return fmt.Errorf("no cluster %q", name)
+			}
+			c, err := cluster.Attach(*stateRoot, runs[0].RunID)
+			if err != nil {
+				return err
+			}
+			if policyFile != "" {
+				data, err := os.ReadFile(policyFile)
+				if err != nil {
+					return fmt.Errorf("read policies: %w", err)
+				}
+				if err := json.Unmarshal(data, &opts.Policies); err != nil {
+					return fmt.Errorf("decode policies %s: %w", policyFile, err)
+				}
+			}
+			snap, err := c.SyncMeshConfig(cmd.Context(), opts)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("mesh config %s: %d workloads, %d services, %d policies\n", snap.Version, len(snap.Workloads), len(snap.Services), len(snap.Policies))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "cluster", "weft", "cluster name")
+	cmd.Flags().StringVar(&policyFile, "policy", "", "JSON array of compiled policies (ztunnel/state Policy)")
+	cmd.Flags().StringVar(&opts.PolicyMode, "policy-mode", "", "permissive (default) or strict")
 	return cmd
 }
 

@@ -1,0 +1,85 @@
+// Command weft-ztunnel is weft's node proxy (DaemonSet weft-ztunnel): it
+// receives enrolled pods' network namespaces from weft-agent, opens each
+// pod's listeners inside it and carries the pod's traffic as HBONE mTLS to
+// other meshed pods, authorizing inbound connections with the mesh's SMI
+// policy. It maps flags onto ztunnel/server, which wires the components.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/weftmesh/weft/bpf/redirect"
+	"github.com/weftmesh/weft/ztunnel/server"
+)
+
+func main() {
+	if err := newCommand().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "weft-ztunnel:", err)
+		os.Exit(1)
+	}
+}
+
+func newCommand() *cobra.Command {
+	var (
+		cfg       server.Config
+		logFormat string
+		logLevel  string
+	)
+	cmd := &cobra.Command{
+		Use:           "weft-ztunnel",
+		Short:         "weft's node proxy: in-pod listeners, HBONE mTLS, L4 policy",
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(logFormat, logLevel)
+			if err != nil {
+				return err
+			}
+			if cfg.PinRoot == "" || cfg.ConfigFile == "" || cfg.CADir == "" {
+				return fmt.Errorf("--pin-root, --config-file and --ca-dir are required")
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			log = log.With("node", os.Getenv("NODE_NAME"))
+			log.Info("starting weft-ztunnel", "socket", cfg.Socket, "configFile", cfg.ConfigFile, "admin", cfg.AdminAddr)
+			return server.Run(ctx, cfg, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Socket, "socket", "/var/run/weft/ztunnel.sock", "the agent's handoff socket")
+	f.StringVar(&cfg.PinRoot, "pin-root", "/sys/fs/bpf/weft", "the agent's bpffs pin root (original destinations are read from its orig_dst map)")
+	f.StringVar(&cfg.ConfigFile, "config-file", "", "mesh state file (workloads, services, policy), reloaded when it changes")
+	f.DurationVar(&cfg.PollInterval, "config-poll", time.Second, "how often the config file is checked for changes")
+	f.StringVar(&cfg.CADir, "ca-dir", "/etc/weft/ca", "directory of the file CA (ca.crt+ca.key, or tls.crt+tls.key) that signs this node's workload certificates")
+	f.DurationVar(&cfg.CertLifetime, "cert-lifetime", 24*time.Hour, "lifetime of workload certificates (renewed at half-life)")
+	f.StringVar(&cfg.AdminAddr, "admin-addr", ":15020", "listen address of /metrics and /healthz/ready")
+	f.Uint32Var(&cfg.Mark, "socket-mark", redirect.SocketMark, "SO_MARK of the proxy's sockets in pod netns, which the eBPF programs never redirect")
+	f.StringVar(&logFormat, "log-format", "json", "log format: json or text")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	return cmd
+}
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want json or text", format)
+}

@@ -1,0 +1,124 @@
+// Package server wires the node proxy (weft-ztunnel) together: the mesh
+// state from its source, the certificate manager, the connection proxy, the
+// in-pod manager that receives pods from the agent, and the admin server
+// with metrics and readiness. It holds no logic of its own beyond start-up
+// order and shutdown; it must never import client-go or another weft
+// component.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/weftmesh/weft/bpf/redirect"
+	"github.com/weftmesh/weft/ztunnel/identity"
+	"github.com/weftmesh/weft/ztunnel/inpod"
+	"github.com/weftmesh/weft/ztunnel/proxy"
+	"github.com/weftmesh/weft/ztunnel/state"
+	"github.com/weftmesh/weft/ztunnel/telemetry"
+)
+
+// Config is weft-ztunnel's configuration (its flags).
+type Config struct {
+	// Socket is the agent's handoff socket.
+	Socket string
+	// PinRoot is the agent's bpffs pin root, holding the orig_dst map.
+	PinRoot string
+	// ConfigFile is the mesh state file (until the operator streams it).
+	ConfigFile   string
+	PollInterval time.Duration
+	// CADir holds the file CA (ca.crt/ca.key or tls.crt/tls.key) that signs
+	// this node's workload certificates until the operator does.
+	CADir        string
+	CertLifetime time.Duration
+	// AdminAddr serves /metrics and /healthz/ready (Istio's :15020).
+	AdminAddr string
+	// Mark is the SO_MARK of the proxy's sockets in pod netns.
+	Mark uint32
+}
+
+// Run runs the node proxy until ctx ends.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if cfg.Socket == "" || cfg.ConfigFile == "" || cfg.CADir == "" {
+		return errors.New("run ztunnel: the agent socket, the config file and the CA directory are required")
+	}
+	origDst, err := redirect.OpenOrigDst(cfg.PinRoot)
+	if err != nil {
+		return fmt.Errorf("run ztunnel: %w", err)
+	}
+	defer origDst.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics, err := telemetry.New(reg, log)
+	if err != nil {
+		return fmt.Errorf("run ztunnel: %w", err)
+	}
+	store := state.NewStore(log)
+	signer := identity.NewFileSigner(cfg.CADir, cfg.CertLifetime)
+	certs := identity.NewManager(signer, signer, identity.Options{}, log)
+	px, err := proxy.New(proxy.Config{
+		OrigDst: func(cookie uint64, peer netip.AddrPort) (netip.AddrPort, error) { return origDst.Lookup(cookie, peer) },
+	}, store, certs, metrics, log)
+	if err != nil {
+		return err
+	}
+	configInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "weft_ztunnel_config_info",
+		Help: "The mesh config version this node proxy serves (value 1).",
+	}, []string{"version"})
+	reg.MustRegister(configInfo)
+	// Roots of a CA rotation arrive in the config before anything is
+	// signed with them.
+	cancelRoots := store.Subscribe(func(_, snap *state.Snapshot) {
+		configInfo.Reset()
+		configInfo.WithLabelValues(snap.Version).Set(1)
+		if err := certs.SetExtraRoots([]byte(snap.TrustBundle)); err != nil {
+			log.Warn("trust bundle of the mesh config not usable", "version", snap.Version, "error", err.Error())
+		}
+	})
+	defer cancelRoots()
+	pods := inpod.New(inpod.Config{Socket: cfg.Socket, Mark: cfg.Mark}, px, log)
+
+	ln, err := net.Listen("tcp", cfg.AdminAddr)
+	if err != nil {
+		return fmt.Errorf("listen admin %s: %w", cfg.AdminAddr, err)
+	}
+	ready := func() error {
+		select {
+		case <-store.Ready():
+		default:
+			return errors.New("no mesh config loaded yet")
+		}
+		if !pods.Synced() {
+			return errors.New("not synced with the agent")
+		}
+		return nil
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return telemetry.ServeAdmin(gctx, ln, reg, ready, log) })
+	g.Go(func() error { return store.WatchFile(gctx, cfg.ConfigFile, cfg.PollInterval) })
+	g.Go(func() error { return certs.Run(gctx) })
+	g.Go(func() error { return px.Run(gctx) })
+	g.Go(func() error {
+		// Serve pods only with a config: without it a meshed destination
+		// would look like an unknown one and leave in plaintext.
+		select {
+		case <-gctx.Done():
+			return nil
+		case <-store.Ready():
+		}
+		return pods.Run(gctx)
+	})
+	return g.Wait()
+}
