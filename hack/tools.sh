@@ -27,15 +27,16 @@ debconf_answers='wireshark-common wireshark-common/install-setuid boolean false
 iperf3 iperf3/start_daemon boolean false'
 
 # Commands the packages must provide; checked after every install.
-apt_commands=(ip iptables conntrack ipset nsenter pgrep curl jq clang-14 tshark dumpcap prometheus stunnel4 iperf3 openssl)
+apt_commands=(ip iptables conntrack ipset nsenter pgrep curl jq clang-14 tshark dumpcap prometheus stunnel4 iperf3 openssl protoc)
 
 apt_packages() {
 	# clang/llvm regenerate the committed eBPF objects (make generate, and
 	# the CI check that they are reproducible). tshark (and its dumpcap),
 	# prometheus, stunnel4, iperf3 and openssl are the real clients and
 	# peers of the mesh tests and benchmarks (ARCHITECTURE.md §8, §9).
+	# protobuf-compiler (protoc) regenerates the committed api/ protobuf code.
 	local want=(iproute2 iptables conntrack ipset util-linux procps psmisc curl jq clang llvm libbpf-dev
-		tshark prometheus stunnel4 iperf3 openssl)
+		tshark prometheus stunnel4 iperf3 openssl protobuf-compiler)
 	# One dpkg-query for all of them keeps a warm run fast; a package it
 	# does not know at all is not printed, so it counts as missing too.
 	local -A installed=()
@@ -146,9 +147,15 @@ cni() {
 	local p=github.com/containernetworking/plugins/plugins
 	goinstall cni "$CNI_PLUGINS_VERSION" $p/main/bridge $p/main/ptp $p/main/loopback $p/ipam/host-local $p/meta/portmap
 }
-go_tools() { goinstall staticcheck "$STATICCHECK_VERSION" honnef.co/go/tools/cmd/staticcheck; }
+go_tools() {
+	goinstall staticcheck "$STATICCHECK_VERSION" honnef.co/go/tools/cmd/staticcheck
+	# Code generators of make generate: protobuf/gRPC stubs and CRD manifests.
+	goinstall protoc-gen-go "$PROTOC_GEN_GO_VERSION" google.golang.org/protobuf/cmd/protoc-gen-go
+	goinstall protoc-gen-go-grpc "$PROTOC_GEN_GO_GRPC_VERSION" google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	goinstall controller-gen "$CONTROLLER_TOOLS_VERSION" sigs.k8s.io/controller-tools/cmd/controller-gen
+}
 # fortio: the latency client and server of the mesh benchmarks (ARCHITECTURE.md §9).
-fortio() { goinstall fortio "$FORTIO" fortio.org/fortio; }
+fortio() { goinstall fortio "$FORTIO_VERSION" fortio.org/fortio; }
 
 all() { apt_packages; etcd; k8s; coredns; helm; cni; go_tools; fortio; }
 

@@ -62,7 +62,7 @@ func findL4Tools(tb testing.TB) l4Tools {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	version, err := toolVersion(filepath.Join(repo, "hack", "versions.env"), "FORTIO")
+	version, err := toolVersion(filepath.Join(repo, "hack", "versions.env"), "FORTIO_VERSION")
 	if err != nil {
 		tb.Fatal(err)
 	}
