@@ -64,6 +64,7 @@ func newCommand() *cobra.Command {
 	f.DurationVar(&cfg.CertLifetime, "cert-lifetime", 24*time.Hour, "lifetime of workload certificates (renewed at half-life)")
 	f.StringVar(&cfg.AdminAddr, "admin-addr", ":15020", "listen address of /metrics and /healthz/ready")
 	f.Uint32Var(&cfg.Mark, "socket-mark", redirect.SocketMark, "SO_MARK of the proxy's sockets in pod netns, which the eBPF programs never redirect")
+	f.StringVar(&cfg.DebugAddr, "debug-addr", "127.0.0.1:15000", "listen address of Go's pprof profiles (empty: off); keep it on localhost")
 	f.StringVar(&logFormat, "log-format", "json", "log format: json or text")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd

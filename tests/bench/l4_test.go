@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"strings"
 	"testing"
 	"time"
@@ -288,6 +289,7 @@ func (b *l4Bench) measure(round int, tg *l4Target, kind windowKind) window {
 		if err != nil {
 			tb.Fatal(err)
 		}
+		profiled := b.profile(round, tg, kind)
 		switch kind {
 		case latencyWindowKind:
 			w.lat, err = b.fortio(b.ctx, tg, "-t", b.cfg.window.String())
@@ -297,6 +299,7 @@ func (b *l4Bench) measure(round int, tg *l4Target, kind windowKind) window {
 		if err != nil {
 			tb.Fatalf("round %d %s %s %s: %v", round, tg.loc, tg.path, kind, err)
 		}
+		profiled()
 		proxy1, perr := b.proxy.cpuTime()
 		after, cerr := sampleCPU(b.c.CgroupDir())
 		if err := errors.Join(perr, cerr); err != nil {
@@ -328,6 +331,34 @@ func (b *l4Bench) measure(round int, tg *l4Target, kind windowKind) window {
 		}
 	}
 	return best
+}
+
+// profile, with WEFT_BENCH_PROFILE=DIR, records a CPU profile of every
+// node's ztunnel (its localhost pprof port) over round 1's meshed latency
+// windows into DIR/<locality>-<node>.pprof; the returned function waits for
+// the profiles.
+func (b *l4Bench) profile(round int, tg *l4Target, kind windowKind) (wait func()) {
+	dir := os.Getenv("WEFT_BENCH_PROFILE")
+	if dir == "" || round != 1 || tg.path != pathMeshed || kind != latencyWindowKind {
+		return func() {}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.tb.Fatal(err)
+	}
+	secs := max(int(b.cfg.window/time.Second)-1, 1)
+	var wg sync.WaitGroup
+	for _, n := range b.c.Nodes() {
+		out := filepath.Join(dir, fmt.Sprintf("%s-%s.pprof", tg.loc, n))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			url := fmt.Sprintf("http://127.0.0.1:15000/debug/pprof/profile?seconds=%d", secs)
+			if o, err := b.c.ExecNode(b.ctx, n, "curl", "-sS", "-o", out, url); err != nil {
+				b.tb.Logf("profile ztunnel on %s: %v %s", n, err, o)
+			}
+		}()
+	}
+	return wg.Wait
 }
 
 func (w window) brief() string {

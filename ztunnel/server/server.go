@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"time"
 
@@ -44,6 +46,9 @@ type Config struct {
 	AdminAddr string
 	// Mark is the SO_MARK of the proxy's sockets in pod netns.
 	Mark uint32
+	// DebugAddr serves Go's pprof profiles; empty = off. Keep it on
+	// localhost (Istio's ztunnel admin port 15000 is localhost-only too).
+	DebugAddr string
 }
 
 // Run runs the node proxy until ctx ends.
@@ -106,6 +111,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	if cfg.DebugAddr != "" {
+		dln, err := net.Listen("tcp", cfg.DebugAddr)
+		if err != nil {
+			return fmt.Errorf("listen debug %s: %w", cfg.DebugAddr, err)
+		}
+		g.Go(func() error { return serveDebug(gctx, dln) })
+	}
 	g.Go(func() error { return telemetry.ServeAdmin(gctx, ln, reg, ready, log) })
 	g.Go(func() error { return store.WatchFile(gctx, cfg.ConfigFile, cfg.PollInterval) })
 	g.Go(func() error { return certs.Run(gctx) })
@@ -121,4 +133,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return pods.Run(gctx)
 	})
 	return g.Wait()
+}
+
+// serveDebug serves pprof on ln until ctx ends.
+func serveDebug(ctx context.Context, ln net.Listener) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	stop := context.AfterFunc(ctx, func() { srv.Close() })
+	defer stop()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve debug: %w", err)
+	}
+	return nil
 }
