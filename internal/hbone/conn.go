@@ -27,7 +27,8 @@ type Conn interface {
 
 // StatusError is returned by Pool.Connect when the server answered the
 // CONNECT with a status other than 2xx. Reason is the server's
-// x-weft-reason header, possibly empty.
+// x-weft-reason header, possibly empty. It is a plain value, safe to share
+// once returned.
 type StatusError struct {
 	Code   int
 	Reason string

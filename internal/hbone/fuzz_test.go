@@ -55,7 +55,9 @@ func fuzzSeeds() [][]byte {
 			f.fr.WriteData(1, true, nil)
 		}),
 		seed(func(f *fuzzFrames) { f.connect(1, "10.1.2.3:8081") }),
-		seed(func(f *fuzzFrames) { f.headers(1, true, ":method", "GET", ":scheme", "https", ":path", "/", ":authority", "x") }),
+		seed(func(f *fuzzFrames) {
+			f.headers(1, true, ":method", "GET", ":scheme", "https", ":path", "/", ":authority", "x")
+		}),
 		seed(func(f *fuzzFrames) { f.connect(1, "backend:80") }),
 		seed(func(f *fuzzFrames) {
 			f.connect(1, "[fd00::1]:8080")

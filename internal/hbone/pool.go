@@ -22,7 +22,7 @@ import (
 // Key identifies the connections a stream may share (ARCHITECTURE.md §3.2):
 // streams of different source pods or identities never share a connection,
 // because the connection leaves from the source pod's netns with its SVID.
-// Key is comparable.
+// Key is comparable; it is a plain value, safe to copy and share.
 type Key struct {
 	SourcePod      string         // pod UID; the connection leaves from its netns
 	SourceIdentity string         // SPIFFE ID the client presents
@@ -31,11 +31,14 @@ type Key struct {
 }
 
 // PoolOptions tunes a Pool. The zero value gives the defaults named below;
-// a negative duration disables that timer.
+// a negative duration disables that timer. NewPool copies it.
 type PoolOptions struct {
 	// MaxStreamsPerConn caps the streams on one connection; the pool opens
 	// another connection for the same key beyond it. The server's
-	// SETTINGS_MAX_CONCURRENT_STREAMS caps it further. Default 100.
+	// SETTINGS_MAX_CONCURRENT_STREAMS caps it further once known; until a
+	// new connection has the server's SETTINGS, x/net/http2 allows 100, and
+	// streams beyond a lower server limit wait in x/net/http2 for a free
+	// one, so do not set this above what servers allow. Default 100.
 	MaxStreamsPerConn int
 	// IdleTimeout closes a connection that has carried no stream for this
 	// long. Default 60 s.
@@ -83,6 +86,10 @@ func (o PoolOptions) withDefaults() PoolOptions {
 
 // Pool opens HBONE streams over pooled HTTP/2 connections, one set of
 // connections per Key. It is safe for concurrent use.
+//
+// x/net/http2's client logs a few protocol violations by the server
+// through the standard library's global logger; it has no hook to route
+// them elsewhere.
 type Pool struct {
 	dial      func(ctx context.Context, key Key) (net.Conn, error)
 	opts      PoolOptions

@@ -20,7 +20,8 @@ import (
 )
 
 // ServerOptions tunes ServeConn. The zero value gives the defaults named
-// below; a negative duration disables that timer.
+// below; a negative duration disables that timer. ServeConn copies it, so
+// one value may be shared by concurrent ServeConn calls.
 type ServerOptions struct {
 	// MaxConcurrentStreams is the number of streams a client may have open
 	// on one connection (SETTINGS_MAX_CONCURRENT_STREAMS). Default 1000.
@@ -101,7 +102,9 @@ func errorLog(lg *slog.Logger) *log.Logger {
 // context that ends with the stream; handle must call Accept or Reject (if it
 // returns without either, the client gets 500). Other methods get 405 and a
 // bad :authority 400, without calling handle. ServeConn returns when c is
-// closed, every handle has returned and every stream has ended.
+// closed, every handle has returned and every stream has ended. After a
+// protocol error x/net/http2 sends GOAWAY and keeps c open for up to a
+// second so the client can read it, and ServeConn returns after that.
 func ServeConn(ctx context.Context, c net.Conn, opts ServerOptions, handle func(ctx context.Context, s *Stream)) {
 	opts = opts.withDefaults()
 	srv := &server{handle: handle}
@@ -178,7 +181,8 @@ func (srv *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.wait()
 }
 
-// refuse answers a request that never reaches the handler.
+// refuse sets a refusal, sent as one HEADERS frame with END_STREAM when
+// the x/net/http2 handler returns.
 func refuse(w http.ResponseWriter, code int, reason string) {
 	h := w.Header()
 	h.Set(ReasonHeader, sanitizeReason(reason))

@@ -250,9 +250,9 @@ func TestCloseAborts(t *testing.T) {
 			mustWrite(t, client, "x")
 			mustRead(t, server, "x")
 
-			closer, other := client, server
+			closer, other, otherName := client, server, "server"
 			if tt.closer == "server" {
-				closer, other = server, client
+				closer, other, otherName = server, client, "client"
 			}
 			// The other side is blocked in Read when the stream is aborted.
 			readErr := make(chan error, 1)
@@ -266,7 +266,7 @@ func TestCloseAborts(t *testing.T) {
 			select {
 			case err := <-readErr:
 				if err == nil || errors.Is(err, io.EOF) {
-					t.Errorf("%s Read after peer Close = %v, want a reset error", tt.closer, err)
+					t.Errorf("%s Read after peer Close = %v, want a reset error", otherName, err)
 				}
 			case <-time.After(10 * time.Second):
 				t.Fatal("Read blocked after the peer closed the stream")
@@ -341,14 +341,18 @@ func TestReject(t *testing.T) {
 		want   StatusError
 	}{
 		{
-			name:   "policy denial",
-			handle: func(_ context.Context, s *Stream) { s.Reject(http.StatusForbidden, "denied by TrafficTarget shop/frontend") },
-			want:   StatusError{Code: 403, Reason: "denied by TrafficTarget shop/frontend"},
+			name: "policy denial",
+			handle: func(_ context.Context, s *Stream) {
+				s.Reject(http.StatusForbidden, "denied by TrafficTarget shop/frontend")
+			},
+			want: StatusError{Code: 403, Reason: "denied by TrafficTarget shop/frontend"},
 		},
 		{
-			name:   "unreachable",
-			handle: func(_ context.Context, s *Stream) { s.Reject(http.StatusServiceUnavailable, "dial 10.1.2.3:8080: connection refused") },
-			want:   StatusError{Code: 503, Reason: "dial 10.1.2.3:8080: connection refused"},
+			name: "unreachable",
+			handle: func(_ context.Context, s *Stream) {
+				s.Reject(http.StatusServiceUnavailable, "dial 10.1.2.3:8080: connection refused")
+			},
+			want: StatusError{Code: 503, Reason: "dial 10.1.2.3:8080: connection refused"},
 		},
 		{
 			name:   "control characters are cleaned",

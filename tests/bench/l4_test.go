@@ -120,7 +120,13 @@ func TestBenchL4(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	node0, node1 := c.Nodes()[0], c.Nodes()[1]
-	if _, err := c.InstallMesh(ctx); err != nil {
+	// WEFT_BENCH_HELM_SET: extra comma-separated helm --set values, e.g.
+	// ztunnel.goMaxProcs=1, to compare proxy settings.
+	var set []string
+	if v := os.Getenv("WEFT_BENCH_HELM_SET"); v != "" {
+		set = strings.Split(v, ",")
+	}
+	if _, err := c.InstallMesh(ctx, set...); err != nil {
 		t.Fatal(err)
 	}
 	proxy := findProxy(ctx, t, c, cfg)

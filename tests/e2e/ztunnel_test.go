@@ -103,11 +103,17 @@ func podOf(t *testing.T, c *cluster.Cluster, ns, name string) *corev1.Pod {
 	return pod
 }
 
+// certLifetime is the workload certificate lifetime of the ztunnel tests
+// (renewed at half-life).
+const certLifetime = 20 * time.Second
+
 func setupMeshApp(t *testing.T) *meshApp {
 	t.Helper()
 	c := cluster.StartForTest(t, cluster.Config{Nodes: 2})
 	ctx := testCtx(t)
-	ca, err := c.InstallMesh(ctx)
+	// Short-lived certificates: every certificate is renewed several times
+	// while the test runs, so all of it also runs across rotations.
+	ca, err := c.InstallMesh(ctx, "ztunnel.certLifetime="+certLifetime.String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -481,6 +487,59 @@ func TestZtunnel(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+
+	m.testRotationAndDrain(t)
+}
+
+// testRotationAndDrain: a connection kept open across certificate renewals
+// survives them; unenrolling the namespace lets open connections finish.
+func (m *meshApp) testRotationAndDrain(t *testing.T) {
+	ctx := testCtx(t)
+	clientA := podOf(t, m.c, m.ns, "client-a")
+	issued := func() int {
+		n := 0
+		for _, line := range strings.Split(m.ztunnelLog(t, "node1"), "\n") {
+			if strings.Contains(line, `"msg":"certificate issued"`) && strings.Contains(line, `"id":"spiffe://cluster.local/ns/`+m.ns+`/sa/server"`) {
+				n++
+			}
+		}
+		return n
+	}
+	t.Run("certificate rotation keeps connections", func(t *testing.T) {
+		before := issued()
+		r := m.holdFor(ctx, clientA.Name, m.vip+":9000", certLifetime+5*time.Second)
+		if r.Error != "" {
+			t.Fatalf("connection held across certificate renewals ended: %+v", r)
+		}
+		if after := issued(); after < before+2 {
+			t.Errorf("server certificate issued %d times during a %v connection, want ≥ 2 renewals (lifetime %v)", after-before, certLifetime+5*time.Second, certLifetime)
+		}
+	})
+	t.Run("unenrolling lets open connections finish", func(t *testing.T) {
+		done := make(chan holdResult, 1)
+		go func() { done <- m.holdFor(ctx, clientA.Name, m.vip+":9000", 8*time.Second) }()
+		// The hold is meshed once the server's ztunnel counts it.
+		if err := cluster.Poll(ctx, 5*time.Second, 100*time.Millisecond, "held connection open", func(ctx context.Context) (bool, string, error) {
+			return sumMetric(m.metrics(t, "node1"), "weft_ztunnel_active_connections", map[string]string{"direction": "inbound"}) >= 1, "", nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		labelNamespace(t, m.c, m.ns, "null")
+		m.sync(t)
+		// New connections go direct once the pods are unenrolled.
+		if err := cluster.Poll(ctx, 10*time.Second, 200*time.Millisecond, "client-a unenrolled", func(ctx context.Context) (bool, string, error) {
+			before := m.opened(t, "node1", "client-a", "server")
+			if _, err := m.tcp(t, ctx, "client-a", m.vip+":9000"); err != nil {
+				return false, err.Error(), nil
+			}
+			return m.opened(t, "node1", "client-a", "server") == before, "still meshed", nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if r := <-done; r.Error != "" {
+			t.Errorf("connection open before unenrolling was cut: %+v", r)
+		}
+	})
 }
 
 type holdResult struct {
@@ -490,7 +549,13 @@ type holdResult struct {
 }
 
 func (m *meshApp) hold(ctx context.Context, pod, addr string) holdResult {
-	out, err := m.c.Exec(ctx, m.ns, pod, "", appBinary(m.c), "hold", addr, "--interval", "100ms", "--duration", "4m")
+	return m.holdFor(ctx, pod, addr, 4*time.Minute)
+}
+
+// holdFor holds one echo connection from pod to addr for d and reports how
+// it ended.
+func (m *meshApp) holdFor(ctx context.Context, pod, addr string, d time.Duration) holdResult {
+	out, err := m.c.Exec(ctx, m.ns, pod, "", appBinary(m.c), "hold", addr, "--interval", "100ms", "--duration", d.String())
 	var r holdResult
 	if jerr := json.Unmarshal(out, &r); jerr != nil {
 		r.Error = fmt.Sprintf("hold: %v (%v): %s", err, jerr, out)
