@@ -22,10 +22,26 @@ tools: ## install apt packages and build the cached tools (etcd, Kubernetes, Cor
 build: ## build every binary into bin/
 	$(GO) build -o $(BIN)/ ./cmd/... ./tests/cmd/...
 
-generate: ## regenerate committed generated code (eBPF objects via bpf2go + clang 14)
+PROTOC_GEN_GO = $(shell source hack/versions.env && echo $(CURDIR)/.cache/bin/protoc-gen-go-$$PROTOC_GEN_GO_VERSION/protoc-gen-go)
+PROTOC_GEN_GO_GRPC = $(shell source hack/versions.env && echo $(CURDIR)/.cache/bin/protoc-gen-go-grpc-$$PROTOC_GEN_GO_GRPC_VERSION/protoc-gen-go-grpc)
+PROTOS = mesh/v1/mesh.proto
+
+generate: generate-go ## regenerate committed generated code (eBPF objects via bpf2go + clang 14; SMI DeepCopy + CRDs; protobuf)
 	BPF2GO_CC=clang-14 BPF2GO_STRIP=llvm-strip-14 $(GO) generate ./bpf/... ./tests/vipbpf/...
 
+# The generators that need no clang: controller-gen (SMI DeepCopy and CRD
+# manifests) and protoc with the Go plugins.
+generate-go:
+	bash hack/codegen.sh
+	protoc -I api \
+		--plugin=protoc-gen-go=$(PROTOC_GEN_GO) --plugin=protoc-gen-go-grpc=$(PROTOC_GEN_GO_GRPC) \
+		--go_out=. --go_opt=module=github.com/weftmesh/weft \
+		--go-grpc_out=. --go-grpc_opt=module=github.com/weftmesh/weft \
+		$(PROTOS)
+
 verify-generate: ## fail if the committed generated code differs from a fresh generate
+	@$(MAKE) --no-print-directory generate-go && git diff --exit-code -- api/ install/helm/weft/crds/ && test -z "$$(git status --porcelain api/ install/helm/weft/crds/)" \
+		|| { echo "generated API code is stale: run make generate and commit" >&2; exit 1; }
 	@if command -v clang-14 >/dev/null; then \
 		$(MAKE) --no-print-directory generate && git diff --exit-code -- bpf/ tests/vipbpf/ && test -z "$$(git status --porcelain bpf/ tests/vipbpf/)" \
 		|| { echo "generated code is stale: run make generate and commit" >&2; exit 1; }; \
