@@ -56,11 +56,17 @@ done
 "$KUBECTL" -n demo get pods
 
 say "what the node proxies report: Istio's metrics (mTLS, identities) and one access-log line per connection"
+label() { grep -o "$1=\"[^\"]*\"" | head -1 | cut -d'"' -f2; }
 for n in node0 node1; do
 	ip netns exec "weft-$RUN-$n" curl -sS --max-time 2 http://127.0.0.1:15020/metrics 2>/dev/null |
-		grep '^istio_tcp_connections_opened_total' | grep 'reporter="destination"' |
-		sed -E 's/.*source_workload="([^"]*)".*source_principal="([^"]*)".*destination_workload="([^"]*)".*connection_security_policy="([^"]*)".*\} (.*)/  '"$n"': \1 (\2) -> \3  security=\4  opened=\5/' || true
+		grep '^istio_tcp_connections_opened_total' | grep 'reporter="destination"' | while read -r line; do
+			printf '  %s: %s (%s) -> %s (%s)  %s  connections=%s\n' "$n" \
+				"$(label source_workload <<<"$line")" "$(label source_principal <<<"$line")" \
+				"$(label destination_workload <<<"$line")" "$(label destination_principal <<<"$line")" \
+				"$(label connection_security_policy <<<"$line")" "${line##* }"
+		done
 done
+echo "  access log (node1): $(cat /run/weft-cluster/clusters/$RUN/nodes/node1/var/log/pods/weft-system_weft-ztunnel-*/ztunnel/*.log | grep '"connection complete"' | tail -1 | cut -c1-300)…"
 
 say "policy: only ServiceAccount demo/frontend may reach the echo pods (client runs as demo/default)"
 POLICY="$(mktemp)"

@@ -56,9 +56,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cfg.Socket == "" || cfg.ConfigFile == "" || cfg.CADir == "" {
 		return errors.New("run ztunnel: the agent socket, the config file and the CA directory are required")
 	}
-	origDst, err := redirect.OpenOrigDst(cfg.PinRoot)
+	origDst, err := openOrigDst(ctx, cfg.PinRoot, log)
 	if err != nil {
 		return fmt.Errorf("run ztunnel: %w", err)
+	}
+	if origDst == nil {
+		return nil // stopped while waiting
 	}
 	defer origDst.Close()
 
@@ -148,4 +151,27 @@ func serveDebug(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("serve debug: %w", err)
 	}
 	return nil
+}
+
+// openOrigDst opens the agent's pinned orig_dst map, waiting for it: the
+// agent (another DaemonSet) may start after the proxy and pins the map when
+// it loads the datapath. It returns nil, nil if ctx ends first.
+func openOrigDst(ctx context.Context, pinRoot string, log *slog.Logger) (*redirect.OrigDstReader, error) {
+	delay := 100 * time.Millisecond
+	for logged := false; ; {
+		r, err := redirect.OpenOrigDst(pinRoot)
+		if err == nil {
+			return r, nil
+		}
+		if !logged {
+			log.Info("waiting for the agent's datapath", "pinRoot", pinRoot, "error", err.Error())
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
 }
