@@ -24,7 +24,7 @@ build: ## build every binary into bin/
 
 PROTOC_GEN_GO = $(shell source hack/versions.env && echo $(CURDIR)/.cache/bin/protoc-gen-go-$$PROTOC_GEN_GO_VERSION/protoc-gen-go)
 PROTOC_GEN_GO_GRPC = $(shell source hack/versions.env && echo $(CURDIR)/.cache/bin/protoc-gen-go-grpc-$$PROTOC_GEN_GO_GRPC_VERSION/protoc-gen-go-grpc)
-PROTOS = mesh/v1/mesh.proto
+PROTOS = mesh/v1/mesh.proto ca/v1/ca.proto
 
 generate: generate-go ## regenerate committed generated code (eBPF objects via bpf2go + clang 14; SMI DeepCopy + CRDs; protobuf)
 	BPF2GO_CC=clang-14 BPF2GO_STRIP=llvm-strip-14 $(GO) generate ./bpf/... ./tests/vipbpf/...
