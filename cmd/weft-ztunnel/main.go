@@ -45,8 +45,11 @@ func newCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if cfg.PinRoot == "" || cfg.ConfigFile == "" || cfg.CADir == "" {
-				return fmt.Errorf("--pin-root, --config-file and --ca-dir are required")
+			if cfg.PinRoot == "" {
+				return fmt.Errorf("--pin-root is required")
+			}
+			if cfg.OperatorAddr == "" && (cfg.ConfigFile == "" || cfg.CADir == "") {
+				return fmt.Errorf("without --operator-addr, --config-file and --ca-dir are required")
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
@@ -64,6 +67,10 @@ func newCommand() *cobra.Command {
 	f.DurationVar(&cfg.CertLifetime, "cert-lifetime", 24*time.Hour, "lifetime of workload certificates (renewed at half-life)")
 	f.StringVar(&cfg.AdminAddr, "admin-addr", ":15020", "listen address of /metrics and /healthz/ready")
 	f.Uint32Var(&cfg.Mark, "socket-mark", redirect.SocketMark, "SO_MARK of the proxy's sockets in pod netns, which the eBPF programs never redirect")
+	f.StringVar(&cfg.OperatorAddr, "operator-addr", "", "the operator's gRPC address (mesh config stream and CA); empty: --config-file and --ca-dir")
+	f.StringVar(&cfg.TokenFile, "token-file", "/var/run/secrets/weft/token", "projected ServiceAccount token (audience weft) for the operator")
+	f.StringVar(&cfg.TrustBundleFile, "trust-bundle-file", "/var/run/secrets/weft/bundle/ca.crt", "PEM mesh roots that verify the operator until the stream delivers the bundle")
+	f.StringVar(&cfg.Node, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "127.0.0.1:15000", "listen address of Go's pprof profiles (empty: off); keep it on localhost")
 	f.StringVar(&logFormat, "log-format", "json", "log format: json or text")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,8 +23,10 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/weftmesh/weft/bpf/redirect"
+	"github.com/weftmesh/weft/ztunnel/caclient"
 	"github.com/weftmesh/weft/ztunnel/identity"
 	"github.com/weftmesh/weft/ztunnel/inpod"
+	"github.com/weftmesh/weft/ztunnel/meshclient"
 	"github.com/weftmesh/weft/ztunnel/proxy"
 	"github.com/weftmesh/weft/ztunnel/state"
 	"github.com/weftmesh/weft/ztunnel/telemetry"
@@ -46,6 +49,18 @@ type Config struct {
 	AdminAddr string
 	// Mark is the SO_MARK of the proxy's sockets in pod netns.
 	Mark uint32
+	// OperatorAddr, when set, is the operator's gRPC address: mesh state
+	// comes from its per-node stream and certificates from its CA service,
+	// instead of ConfigFile and CADir.
+	OperatorAddr string
+	// TokenFile is the projected ServiceAccount token (audience "weft")
+	// the proxy authenticates to the operator with.
+	TokenFile string
+	// TrustBundleFile holds the PEM mesh roots the operator's serving
+	// certificate is verified with until the stream delivers the bundle.
+	TrustBundleFile string
+	// Node is this node's name.
+	Node string
 	// DebugAddr serves Go's pprof profiles; empty = off. Keep it on
 	// localhost (Istio's ztunnel admin port 15000 is localhost-only too).
 	DebugAddr string
@@ -53,8 +68,14 @@ type Config struct {
 
 // Run runs the node proxy until ctx ends.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
-	if cfg.Socket == "" || cfg.ConfigFile == "" || cfg.CADir == "" {
-		return errors.New("run ztunnel: the agent socket, the config file and the CA directory are required")
+	operator := cfg.OperatorAddr != ""
+	switch {
+	case cfg.Socket == "":
+		return errors.New("run ztunnel: the agent socket is required")
+	case operator && (cfg.TokenFile == "" || cfg.TrustBundleFile == "" || cfg.Node == ""):
+		return errors.New("run ztunnel: with an operator, a token file, a trust bundle file and the node name are required")
+	case !operator && (cfg.ConfigFile == "" || cfg.CADir == ""):
+		return errors.New("run ztunnel: without an operator, the config file and the CA directory are required")
 	}
 	origDst, err := openOrigDst(ctx, cfg.PinRoot, log)
 	if err != nil {
@@ -72,8 +93,26 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("run ztunnel: %w", err)
 	}
 	store := state.NewStore(log)
-	signer := identity.NewFileSigner(cfg.CADir, cfg.CertLifetime)
-	certs := identity.NewManager(signer, signer, identity.Options{}, log)
+	var (
+		signer identity.Signer
+		roots  identity.RootSource
+	)
+	if operator {
+		bundle, err := os.ReadFile(cfg.TrustBundleFile)
+		if err != nil {
+			return fmt.Errorf("run ztunnel: read trust bundle: %w", err)
+		}
+		cac, err := caclient.New(caclient.Options{Addr: cfg.OperatorAddr, TrustBundle: bundle, TokenFile: cfg.TokenFile})
+		if err != nil {
+			return fmt.Errorf("run ztunnel: %w", err)
+		}
+		defer cac.Close()
+		signer, roots = cac, cac
+	} else {
+		fs := identity.NewFileSigner(cfg.CADir, cfg.CertLifetime)
+		signer, roots = fs, fs
+	}
+	certs := identity.NewManager(signer, roots, identity.Options{}, log)
 	px, err := proxy.New(proxy.Config{
 		OrigDst: func(cookie uint64, peer netip.AddrPort) (netip.AddrPort, error) { return origDst.Lookup(cookie, peer) },
 	}, store, certs, metrics, log)
@@ -122,7 +161,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		g.Go(func() error { return serveDebug(gctx, dln) })
 	}
 	g.Go(func() error { return telemetry.ServeAdmin(gctx, ln, reg, ready, log) })
-	g.Go(func() error { return store.WatchFile(gctx, cfg.ConfigFile, cfg.PollInterval) })
+	if operator {
+		g.Go(func() error {
+			return meshclient.Run(gctx, meshclient.Config{Addr: cfg.OperatorAddr, Node: cfg.Node, TokenFile: cfg.TokenFile, Roots: certs.Roots}, store, log)
+		})
+	} else {
+		g.Go(func() error { return store.WatchFile(gctx, cfg.ConfigFile, cfg.PollInterval) })
+	}
 	g.Go(func() error { return certs.Run(gctx) })
 	g.Go(func() error { return px.Run(gctx) })
 	g.Go(func() error {
