@@ -8,7 +8,7 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/weftmesh/weft/internal/hbone"
+	hbone "github.com/weftmesh/weft/internal/hbonev2"
 	"github.com/weftmesh/weft/internal/spiffe"
 	"github.com/weftmesh/weft/ztunnel/inpod"
 	"github.com/weftmesh/weft/ztunnel/state"

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/weftmesh/weft/internal/hbone"
+	hbone "github.com/weftmesh/weft/internal/hbonev2"
 	"github.com/weftmesh/weft/internal/spiffe"
 	"github.com/weftmesh/weft/ztunnel/identity"
 	"github.com/weftmesh/weft/ztunnel/inpod"
