@@ -12,7 +12,7 @@ UNIT_PKGS = $(shell $(GO) list ./... | grep -v '/tests')
 GOTEST_FLAGS ?=
 CLUSTER ?= weft
 
-.PHONY: all tools build generate verify-generate lint fuzz bench-enroll bench-l4 test unit e2e demo cluster-up cluster-down cluster-status clean
+.PHONY: all tools build generate verify-generate lint fuzz bench-enroll bench-l4 bench-controlplane test unit e2e demo cluster-up cluster-down cluster-status clean
 
 all: build
 
@@ -93,6 +93,9 @@ bench-enroll: tools build ## label-to-redirect time for 20/200 pods, un-meshed p
 
 bench-l4: tools build ## pod-to-pod TCP: direct vs meshed vs a stunnel4 mTLS pair, same-/cross-node, fortio latency + iperf3 throughput, ztunnel CPU/request and RSS (root, ~6 min)
 	WEFT_REQUIRE_PRIVILEGED=1 $(GO) test -tags bench -count=1 -timeout 45m -run TestBenchL4 -v ./tests/bench/
+
+bench-controlplane: tools build ## weft-operator with 10,000 pods on 100 simulated nodes: TrafficTarget change and pod add → every node's ACK (p50/p99), operator CPU and RSS (root, ~4 min)
+	WEFT_REQUIRE_PRIVILEGED=1 $(GO) test -tags bench -count=1 -timeout 30m -run TestBenchControlPlane -v ./tests/bench/
 
 clean: ## remove build output (the tool cache in .cache/ is kept; rm -rf .cache to drop it)
 	rm -rf $(BIN)

@@ -1,0 +1,87 @@
+// Command weft-operator is weft's control plane (Deployment weft-operator):
+// the mesh CA, the SMI controllers and the per-node config stream. It maps
+// flags onto operator/server, which wires the components.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/weftmesh/weft/operator/server"
+)
+
+func main() {
+	if err := newCommand().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "weft-operator:", err)
+		os.Exit(1)
+	}
+}
+
+func newCommand() *cobra.Command {
+	var (
+		cfg       server.Config
+		logFormat string
+		logLevel  string
+	)
+	cmd := &cobra.Command{
+		Use:           "weft-operator",
+		Short:         "weft's control plane: mesh CA, SMI controllers, per-node config stream",
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(logFormat, logLevel)
+			if err != nil {
+				return err
+			}
+			if cfg.Namespace == "" {
+				return fmt.Errorf("--namespace is required (or set POD_NAMESPACE)")
+			}
+			srv, err := server.New(cfg, log)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			log.Info("starting weft-operator", "namespace", cfg.Namespace, "grpc", srv.GRPCAddr().String(), "metrics", srv.MetricsAddr().String())
+			return srv.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty: the in-cluster config")
+	f.StringVar(&cfg.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "install namespace: the weft-ca Secret and weft's ServiceAccounts (default $POD_NAMESPACE)")
+	f.StringVar(&cfg.CASecret, "ca-secret", "weft-ca", "the mesh CA's Secret in the install namespace (ca.crt/ca.key, or cert-manager's tls.crt/tls.key/ca.crt); generated when missing")
+	f.StringVar(&cfg.GRPCAddr, "grpc-addr", server.DefaultGRPCAddr, "listen address of the CSR service and the config stream (TLS)")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", server.DefaultMetricsAddr, "listen address of /metrics, /healthz and /readyz")
+	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "listen address of Go's pprof profiles (empty: off); keep it on localhost")
+	f.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "trust domain of the mesh's SPIFFE IDs")
+	f.StringVar(&cfg.PolicyMode, "policy-mode", "permissive", "SMI policy mode: permissive (unnamed destinations accept anyone) or strict (deny unless allowed)")
+	f.DurationVar(&cfg.CertLifetime, "cert-lifetime", 24*time.Hour, "lifetime of workload certificates")
+	f.StringSliceVar(&cfg.ExcludeNamespaces, "exclude-namespaces", nil, "namespaces never meshed (as the agent's --exclude-namespaces); the install namespace and kube-system always are")
+	f.StringVar(&logFormat, "log-format", "json", "log format: json or text")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	return cmd
+}
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want json or text", format)
+}
