@@ -42,7 +42,7 @@ PIN_ROOT="/sys/fs/bpf/weft-$RUN-\$(NODE_NAME)"
 say "installing weft with helm (agent + ztunnel DaemonSets, a generated mesh CA; each emulated node gets its own pin root)"
 HELM="$ROOT/.cache/bin/helm-$HELM_VERSION/helm"
 "$HELM" upgrade --install weft "$ROOT/install/helm/weft" -n weft-system --create-namespace \
-	--set "agent.pinRoot=$PIN_ROOT" --set "agent.cgroupPath=$CG2/weft/$RUN" --wait --timeout 120s
+	--set "agent.pinRoot=$PIN_ROOT" --set "agent.cgroupPath=$CG2/weft/$RUN" --set operator.enabled=false --wait --timeout 120s
 "$KUBECTL" -n weft-system get pods -o wide
 
 say "enrolling namespace demo: kubectl label namespace demo weft.io/mesh=enabled (no pod restarts)"

@@ -280,7 +280,9 @@ type MeshCA struct {
 // InstallMesh installs weft's chart with the real node proxy (weft-ztunnel):
 // a generated CA in the Secret weft-ca, an initial mesh config on every
 // node, then helm install with extra --set values, waiting until agents and
-// ztunnels are ready on every node and weft-cni is chained.
+// ztunnels are ready on every node and weft-cni is chained. Without
+// "operator.enabled=true" in set, ztunnel runs in file mode: the mesh state
+// comes from SyncMeshConfig and certificates from the Secret's CA.
 func (c *Cluster) InstallMesh(ctx context.Context, set ...string) (*MeshCA, error) {
 	certPEM, keyPEM, err := meshpki.GenerateRoot("cluster.local", 30*24*time.Hour)
 	if err != nil {
@@ -300,7 +302,8 @@ func (c *Cluster) InstallMesh(ctx context.Context, set ...string) (*MeshCA, erro
 	if _, err := c.SyncMeshConfig(ctx, MeshOptions{}); err != nil {
 		return nil, err
 	}
-	if err := c.helmInstall(ctx, append([]string{"ztunnel.enabled=true"}, set...)); err != nil {
+	// File mode unless the caller enables the operator (later --set win).
+	if err := c.helmInstall(ctx, append([]string{"ztunnel.enabled=true", "operator.enabled=false"}, set...)); err != nil {
 		return nil, err
 	}
 	if err := c.waitDaemonSet(ctx, "weft-ztunnel"); err != nil {

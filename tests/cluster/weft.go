@@ -34,7 +34,7 @@ func (c *Cluster) RecordFile(node string) string {
 // CNI config.
 func (c *Cluster) InstallWeft(ctx context.Context) error {
 	// The recording stand-in replaces the chart's node proxy.
-	if err := c.helmInstall(ctx, []string{"ztunnel.enabled=false"}); err != nil {
+	if err := c.helmInstall(ctx, []string{"ztunnel.enabled=false", "operator.enabled=false"}); err != nil {
 		return err
 	}
 	pinRoot := c.WeftPinRoot()
