@@ -24,7 +24,9 @@ build: ## build every binary into bin/
 
 PROTOC_GEN_GO = $(shell source hack/versions.env && echo $(CURDIR)/.cache/bin/protoc-gen-go-$$PROTOC_GEN_GO_VERSION/protoc-gen-go)
 PROTOC_GEN_GO_GRPC = $(shell source hack/versions.env && echo $(CURDIR)/.cache/bin/protoc-gen-go-grpc-$$PROTOC_GEN_GO_GRPC_VERSION/protoc-gen-go-grpc)
-PROTOS = mesh/v1/mesh.proto ca/v1/ca.proto
+PROTOS = mesh/v1/mesh.proto ca/v1/ca.proto flows/v1/flows.proto
+# flows.proto imports Hubble's flow.proto from the cilium module (go.mod pins it).
+CILIUM_API = $(shell $(GO) list -m -f '{{.Dir}}' github.com/cilium/cilium)/api/v1
 
 generate: generate-go ## regenerate committed generated code (eBPF objects via bpf2go + clang 14; SMI DeepCopy + CRDs; protobuf)
 	BPF2GO_CC=clang-14 BPF2GO_STRIP=llvm-strip-14 $(GO) generate ./bpf/... ./tests/vipbpf/...
@@ -33,7 +35,8 @@ generate: generate-go ## regenerate committed generated code (eBPF objects via b
 # manifests) and protoc with the Go plugins.
 generate-go:
 	bash hack/codegen.sh
-	protoc -I api \
+	$(GO) mod download github.com/cilium/cilium
+	protoc -I api -I $(CILIUM_API) \
 		--plugin=protoc-gen-go=$(PROTOC_GEN_GO) --plugin=protoc-gen-go-grpc=$(PROTOC_GEN_GO_GRPC) \
 		--go_out=. --go_opt=module=github.com/weftmesh/weft \
 		--go-grpc_out=. --go-grpc_opt=module=github.com/weftmesh/weft \

@@ -34,9 +34,10 @@ apt_packages() {
 	# the CI check that they are reproducible). tshark (and its dumpcap),
 	# prometheus, stunnel4, iperf3 and openssl are the real clients and
 	# peers of the mesh tests and benchmarks (ARCHITECTURE.md §8, §9).
-	# protobuf-compiler (protoc) regenerates the committed api/ protobuf code.
+	# protobuf-compiler (protoc) regenerates the committed api/ protobuf code;
+	# libprotobuf-dev brings the well-known types Hubble's flow.proto imports.
 	local want=(iproute2 iptables conntrack ipset util-linux procps psmisc curl jq clang llvm libbpf-dev
-		tshark prometheus stunnel4 iperf3 openssl protobuf-compiler)
+		tshark prometheus stunnel4 iperf3 openssl protobuf-compiler libprotobuf-dev)
 	# One dpkg-query for all of them keeps a warm run fast; a package it
 	# does not know at all is not printed, so it counts as missing too.
 	local -A installed=()
