@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -63,6 +65,8 @@ type Server struct {
 	mu     sync.Mutex
 	nodes  map[string]*nodeState
 	nextID uint64
+	// lastShared is the set of the latest SetNodes.
+	lastShared *sharedSet
 }
 
 // nodeState is one node's desired set and its connected streams.
@@ -74,8 +78,11 @@ type nodeState struct {
 	mu sync.Mutex
 	// known is false until the first SetNode: a node whose set is unknown
 	// is sent nothing, so it keeps what it holds.
-	known         bool
-	desired       map[string]*meshv1.Resource
+	known   bool
+	desired map[string]*meshv1.Resource
+	// shared is the SetNodes set desired belongs to, nil when this node's
+	// map is its own (PatchNode); desired is then read-only.
+	shared        *sharedSet
 	systemVersion string
 	// gen counts the changes of desired or systemVersion; it starts at 1 so
 	// that a stream's nackedGen of 0 means "no NACK".
@@ -194,43 +201,101 @@ func (sv service) DeltaStream(ss meshv1.MeshConfig_DeltaStreamServer) error {
 // match its body's kind (meshv1.NameMatchesBody). The resources are shared
 // with the streams: do not modify them afterwards.
 func (s *Server) SetNode(node string, resources []*meshv1.Resource, systemVersion string) error {
-	if node == "" {
-		return errors.New("set node config: empty node name")
+	return s.SetNodes([]string{node}, resources, systemVersion)
+}
+
+// SetNodes is SetNode for many nodes that get the same set: the set is
+// checked and indexed once and, for every node that held the previous
+// shared set, diffed once, so handing one set to N nodes costs about one
+// node's work plus O(changes) per node instead of N passes over the set —
+// and the nodes share one index instead of holding a copy each. On an
+// error nothing changes.
+func (s *Server) SetNodes(nodes []string, resources []*meshv1.Resource, systemVersion string) error {
+	for _, node := range nodes {
+		if node == "" {
+			return errors.New("set node config: empty node name")
+		}
 	}
 	desired := make(map[string]*meshv1.Resource, len(resources))
 	for _, r := range resources {
 		if err := checkResource(r); err != nil {
-			return fmt.Errorf("set config of node %s: %w", node, err)
+			return fmt.Errorf("set config of nodes %s: %w", nodeList(nodes), err)
 		}
 		if _, dup := desired[r.GetName()]; dup {
-			return fmt.Errorf("set config of node %s: resource %q given twice", node, r.GetName())
+			return fmt.Errorf("set config of nodes %s: resource %q given twice", nodeList(nodes), r.GetName())
 		}
 		desired[r.GetName()] = r
 	}
-	n := s.nodeFor(node)
-	defer n.mu.Unlock()
-	var changed []string
-	for name, r := range desired {
-		if o, ok := n.desired[name]; !ok || o.GetVersion() != r.GetVersion() {
-			changed = append(changed, name)
+	set := &sharedSet{desired: desired}
+
+	// The diff against the last shared set, computed at most once.
+	s.mu.Lock()
+	prev := s.lastShared
+	s.lastShared = set
+	s.mu.Unlock()
+	var prevChanged []string
+	prevDone := false
+
+	for _, node := range nodes {
+		n := s.nodeFor(node)
+		var changed []string
+		if n.known && prev != nil && n.shared == prev {
+			if !prevDone {
+				prevChanged = diffNames(prev.desired, desired)
+				prevDone = true
+			}
+			changed = prevChanged
+		} else {
+			changed = diffNames(n.desired, desired)
 		}
-	}
-	for name := range n.desired {
-		if _, ok := desired[name]; !ok {
-			changed = append(changed, name)
+		if n.known && n.systemVersion == systemVersion && len(changed) == 0 {
+			n.shared = set // same content: adopt the new index so the next diff is shared too
+			n.desired = desired
+			n.mu.Unlock()
+			continue
 		}
+		if !n.known {
+			n.changes = nil
+		}
+		n.known = true
+		n.desired = desired
+		n.shared = set
+		n.systemVersion = systemVersion
+		n.recordLocked(changed)
+		n.mu.Unlock()
 	}
-	if n.known && n.systemVersion == systemVersion && len(changed) == 0 {
-		return nil
-	}
-	if !n.known {
-		n.changes = nil
-	}
-	n.known = true
-	n.desired = desired
-	n.systemVersion = systemVersion
-	n.recordLocked(changed)
 	return nil
+}
+
+// sharedSet is one desired set handed to several nodes by SetNodes. Its
+// map is never modified: PatchNode copies it first.
+type sharedSet struct {
+	desired map[string]*meshv1.Resource
+}
+
+// diffNames returns the names whose resource differs (by version) between
+// old and cur, or that only one of them has.
+func diffNames(old, cur map[string]*meshv1.Resource) []string {
+	var changed []string
+	for name, r := range cur {
+		if o, ok := old[name]; !ok || o.GetVersion() != r.GetVersion() {
+			changed = append(changed, name)
+		}
+	}
+	for name := range old {
+		if _, ok := cur[name]; !ok {
+			changed = append(changed, name)
+		}
+	}
+	return changed
+}
+
+// nodeList names nodes in an error, shortened when there are many.
+func nodeList(nodes []string) string {
+	if len(nodes) <= 3 {
+		return strings.Join(nodes, ",")
+	}
+	return fmt.Sprintf("%s,… (%d nodes)", strings.Join(nodes[:3], ","), len(nodes))
 }
 
 // PatchNode changes node's desired set by upserting resources and removing
@@ -283,6 +348,11 @@ func (s *Server) PatchNode(node string, resources []*meshv1.Resource, remove []s
 	if n.systemVersion == systemVersion && len(changed) == 0 {
 		return nil
 	}
+	if n.shared != nil {
+		// The map is shared with other nodes: patch a copy.
+		n.desired = maps.Clone(n.desired)
+		n.shared = nil
+	}
 	for _, r := range resources {
 		n.desired[r.GetName()] = r
 	}
@@ -307,6 +377,7 @@ func (s *Server) DeleteNode(node string) {
 	defer n.mu.Unlock()
 	n.known = false
 	n.desired = nil
+	n.shared = nil
 	n.systemVersion = ""
 	n.gen++
 	n.changes = nil

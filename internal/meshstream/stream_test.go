@@ -677,3 +677,50 @@ func TestPatchNode(t *testing.T) {
 		t.Errorf("patched client differs from a fresh one: %s", d)
 	}
 }
+
+// TestSetNodes hands one set to several nodes: each node gets only what
+// changed for it (also a node that joined late, whose diff is its own), and
+// patching one node's shared set leaves the others' alone.
+func TestSetNodes(t *testing.T) {
+	srv := startServer(t, "", meshstream.ServerOptions{})
+	a := startClient(t, srv, "node-a", nil)
+	b := startClient(t, srv, "node-b", nil)
+	set1 := []*meshv1.Resource{settings("1", "cluster.local"), workload("a", "1", "10.0.0.1"), workload("b", "1", "10.0.0.2")}
+	if err := srv.SetNodes([]string{"node-a", "node-b"}, set1, "v1"); err != nil {
+		t.Fatalf("SetNodes v1: %v", err)
+	}
+	waitSystem(t, a, "v1")
+	waitSystem(t, b, "v1")
+
+	// node-c joins between two shared sets: its diff is against nothing.
+	c := startClient(t, srv, "node-c", nil)
+	before := a.Conn.resources.Load()
+	set2 := []*meshv1.Resource{settings("1", "cluster.local"), workload("a", "2", "10.0.1.1"), workload("c", "1", "10.0.0.3")}
+	if err := srv.SetNodes([]string{"node-a", "node-b", "node-c"}, set2, "v2"); err != nil {
+		t.Fatalf("SetNodes v2: %v", err)
+	}
+	want := map[string]string{"settings": "1", "workloads/a": "2", "workloads/c": "1"}
+	for _, cl := range []*testClient{a, b, c} {
+		waitSystem(t, cl, "v2")
+		wantVersions(t, cl, want)
+	}
+	if got := a.Conn.resources.Load() - before; got != 2 {
+		t.Errorf("resources sent to node-a for v2 = %d, want 2 (workloads/a and workloads/c)", got)
+	}
+
+	// A patch of node-a must not leak into node-b's (shared) set.
+	if err := srv.PatchNode("node-a", []*meshv1.Resource{workload("z", "1", "10.0.0.9")}, nil, "p1"); err != nil {
+		t.Fatalf("PatchNode: %v", err)
+	}
+	waitSystem(t, a, "p1")
+	if st, _ := srv.Node("node-b"); st.Resources != 3 {
+		t.Errorf("node-b holds %d resources after node-a was patched, want 3", st.Resources)
+	}
+	fresh := startClient(t, srv, "node-b", nil)
+	waitSystem(t, fresh, "v2")
+	wantVersions(t, fresh, want)
+
+	if err := srv.SetNodes([]string{"node-a", ""}, set2, "v3"); err == nil {
+		t.Errorf("SetNodes with an empty node name = nil, want an error")
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -63,9 +62,10 @@ const syncLogEvery = 10 * time.Second
 // NodeConfig receives each node's compiled resource set;
 // *meshstream.Server implements it.
 type NodeConfig interface {
-	// SetNode makes resources, as a whole, node's set at systemVersion. The
-	// controller never modifies resources after handing them over.
-	SetNode(node string, resources []*meshv1.Resource, systemVersion string) error
+	// SetNodes makes resources, as a whole, the set of each of nodes at
+	// systemVersion (every node gets the same set). The controller never
+	// modifies resources after handing them over.
+	SetNodes(nodes []string, resources []*meshv1.Resource, systemVersion string) error
 	// DeleteNode forgets the set of a node that left the cluster.
 	DeleteNode(node string)
 }
@@ -387,8 +387,8 @@ func (c *Controller) recompile() *compile.Output {
 }
 
 // handOut gives out to every node of the cluster that does not hold it yet
-// and forgets nodes that left. Nodes are handled in parallel: taking a set
-// costs each node a pass over it.
+// and forgets nodes that left, in one SetNodes: the set is indexed and
+// diffed once for all of them.
 func (c *Controller) handOut(out *compile.Output) {
 	nodes := listAs[*corev1.Node](c.watch.nodes)
 	present := make(map[string]bool, len(nodes))
@@ -399,35 +399,16 @@ func (c *Controller) handOut(out *compile.Output) {
 			todo = append(todo, n.Name)
 		}
 	}
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-		next = make(chan string)
-	)
-	for range min(len(todo), runtime.GOMAXPROCS(0)) {
-		wg.Go(func() {
-			for name := range next {
-				err := c.nodeConfig.SetNode(name, out.Resources, out.SystemVersion)
-				mu.Lock()
-				if err != nil {
-					errs = append(errs, err)
-				} else {
-					c.handed[name] = out.SystemVersion
-				}
-				mu.Unlock()
+	if len(todo) > 0 {
+		if err := c.nodeConfig.SetNodes(todo, out.Resources, out.SystemVersion); err != nil {
+			// Only a compile bug gets here (names twice, a body not matching
+			// its name): the nodes keep the set they had.
+			c.log.Error("hand the compiled set to nodes", "system_version", out.SystemVersion, "nodes", len(todo), "err", err)
+		} else {
+			for _, name := range todo {
+				c.handed[name] = out.SystemVersion
 			}
-		})
-	}
-	for _, name := range todo {
-		next <- name
-	}
-	close(next)
-	wg.Wait()
-	if len(errs) > 0 {
-		// Only a compile bug gets here (names twice, a body not matching
-		// its name): the nodes keep the set they had.
-		c.log.Error("hand the compiled set to nodes", "system_version", out.SystemVersion, "nodes", len(errs), "err", errs[0])
+		}
 	}
 	for name := range c.handed {
 		if !present[name] {

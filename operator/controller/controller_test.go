@@ -41,7 +41,16 @@ type nodeSet struct {
 	resources map[string]*meshv1.Resource
 }
 
-func (f *fakeNodes) SetNode(node string, rs []*meshv1.Resource, version string) error {
+func (f *fakeNodes) SetNodes(nodes []string, rs []*meshv1.Resource, version string) error {
+	for _, node := range nodes {
+		if err := f.setNode(node, rs, version); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *fakeNodes) setNode(node string, rs []*meshv1.Resource, version string) error {
 	m := make(map[string]*meshv1.Resource, len(rs))
 	for _, r := range rs {
 		if _, dup := m[r.GetName()]; dup {
