@@ -22,8 +22,13 @@ tools: ## install apt packages and build the cached tools (etcd, Kubernetes, Cor
 build: ## build every binary into bin/
 	$(GO) build -o $(BIN)/ ./cmd/... ./tests/cmd/...
 
+.PHONY: images
+images: ## an OCI image archive per binary in bin/images/, no container daemon, reproducible (VERSION=tag, default the chart's appVersion; SOURCE_DATE_EPOCH)
+	$(GO) run ./hack/imagebuild --out $(BIN)/images $(if $(VERSION),--version $(VERSION)) --revision=$$(git rev-parse HEAD 2>/dev/null)
+
 PROTOC_GEN_GO = $(shell source hack/versions.env && echo $(CURDIR)/.cache/bin/protoc-gen-go-$$PROTOC_GEN_GO_VERSION/protoc-gen-go)
 PROTOC_GEN_GO_GRPC = $(shell source hack/versions.env && echo $(CURDIR)/.cache/bin/protoc-gen-go-grpc-$$PROTOC_GEN_GO_GRPC_VERSION/protoc-gen-go-grpc)
+HELM = $(shell source hack/versions.env && echo $(CURDIR)/.cache/bin/helm-$$HELM_VERSION/helm)
 PROTOS = mesh/v1/mesh.proto ca/v1/ca.proto flows/v1/flows.proto
 # flows.proto imports Hubble's flow.proto from the cilium module (go.mod pins it).
 CILIUM_API = $(shell $(GO) list -m -f '{{.Dir}}' github.com/cilium/cilium)/api/v1
@@ -56,6 +61,7 @@ lint: tools verify-generate ## gofmt, go vet, staticcheck, generated code up to 
 	$(GO) vet -tags bench ./tests/bench/
 	$(STATICCHECK) ./...
 	$(STATICCHECK) -tags bench ./tests/bench/
+	$(HELM) lint --strict install/helm/weft
 
 # Parsers of untrusted input, each fuzzed for FUZZTIME (go test runs their
 # seed corpora in every plain run too).

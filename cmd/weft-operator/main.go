@@ -12,7 +12,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/weftmesh/weft/internal/lifecycle"
 	"github.com/weftmesh/weft/internal/logflags"
 
 	"github.com/weftmesh/weft/operator/server"
@@ -68,5 +72,49 @@ func newCommand() *cobra.Command {
 	f.StringSliceVar(&cfg.ExcludeNamespaces, "exclude-namespaces", nil, "namespaces never meshed (as the agent's --exclude-namespaces); the install namespace and kube-system always are")
 	f.StringVar(&logFormat, "log-format", "json", "log format: json or text")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	cmd.AddCommand(newMarkUninstallingCommand())
+	return cmd
+}
+
+// newMarkUninstallingCommand is the chart's pre-delete hook: it marks
+// weft's DaemonSets as being uninstalled, so that their pods remove the
+// node state (eBPF programs, pins, the CNI entry) when they stop, which an
+// upgrade's restart must not do.
+func newMarkUninstallingCommand() *cobra.Command {
+	var namespace, kubeconfig string
+	cmd := &cobra.Command{
+		Use:          "mark-uninstalling",
+		Short:        "mark weft's DaemonSets as uninstalling (the chart's pre-delete hook)",
+		Args:         cobra.NoArgs,
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if namespace == "" {
+				return fmt.Errorf("--namespace is required (or set POD_NAMESPACE)")
+			}
+			var rc *rest.Config
+			var err error
+			if kubeconfig != "" {
+				rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+			} else {
+				rc, err = rest.InClusterConfig()
+			}
+			if err != nil {
+				return fmt.Errorf("load API client config: %w", err)
+			}
+			client, err := kubernetes.NewForConfig(rc)
+			if err != nil {
+				return fmt.Errorf("create API client: %w", err)
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			if err := lifecycle.MarkUninstalling(ctx, client, namespace); err != nil {
+				return fmt.Errorf("mark weft in %s uninstalling: %w", namespace, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "weft in namespace %s marked uninstalling\n", namespace)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&namespace, "namespace", os.Getenv("POD_NAMESPACE"), "weft's install namespace (default $POD_NAMESPACE)")
+	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file; empty: the in-cluster config")
 	return cmd
 }

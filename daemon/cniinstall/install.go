@@ -1,10 +1,21 @@
 // Package cniinstall puts weft's chained CNI plugin on a node, as Istio's
 // install-cni does: it copies the weft-cni binary into the node's CNI bin
 // dir, appends weft-cni to the primary network's conflist (keeping everything
-// else of it), and keeps a kubeconfig for the plugin — holding the agent's
-// current ServiceAccount token — fresh. The plugin entry is left in place
-// when the agent restarts, so new pods of enrolled namespaces fail closed
-// instead of starting unmeshed; Uninstall (weft-agent --cleanup) removes it.
+// else of it), and keeps a kubeconfig for the plugin — holding the current
+// ServiceAccount token of the pod it runs in — fresh. It watches the CNI conf
+// dir, so that when the primary CNI rewrites its conflist (its own agent
+// restarting, an upgrade) weft-cni is chained again at once.
+//
+// Keep is the long-running installer (weft-cni install, a container of the
+// chart's weft-agent pod): the plugin entry is left in place when it stops
+// for anything but an uninstall, so new pods of enrolled namespaces fail
+// closed while the agent is away instead of starting unmeshed; on an
+// uninstall it removes the entry, the kubeconfig and the binary. Run is the
+// installer without that (weft-agent --cni-install); Uninstall (weft-agent
+// --cleanup) removes the installation.
+//
+// The package must not import other weft components, nor a Kubernetes
+// client: it only edits files.
 package cniinstall
 
 import (
@@ -40,11 +51,19 @@ type Config struct {
 	// TokenFile and CAFile are this pod's ServiceAccount credentials; APIServer
 	// is the URL the plugin uses (from KUBERNETES_SERVICE_HOST/PORT).
 	TokenFile, CAFile, APIServer string
-	// Every is how often the conflist entry and token are re-checked.
+	// Every is how often the conflist entry and token are re-checked
+	// besides on each change in ConfDir (default 30s).
 	Every time.Duration
+	// AgentSocket, for Keep, is the agent's CNI socket as this process
+	// sees it: weft-cni is chained only once it accepts connections, so a
+	// first install does not hold back every new pod of the node until an
+	// agent is running. Empty: chain at once.
+	AgentSocket string
 }
 
-// Run installs, then keeps the installation current until ctx ends.
+// Run installs, then keeps the installation current until ctx ends: on every
+// change in cfg.ConfDir and every cfg.Every it re-chains weft-cni into the
+// primary conflist and rewrites the kubeconfig when the token changed.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cfg.Every == 0 {
 		cfg.Every = 30 * time.Second
@@ -52,9 +71,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := installBinary(cfg); err != nil {
 		return err
 	}
+	// Watch before the first pass: a rewrite during it is not missed.
+	changes, stop, err := watchDir(cfg.ConfDir)
+	if err != nil {
+		log.Warn("watch the CNI conf dir; re-checking it only every interval", "confDir", cfg.ConfDir, "every", cfg.Every, "err", err)
+	}
+	defer stop()
+	timer := time.NewTimer(cfg.Every)
+	defer timer.Stop()
 	for {
-		if err := writeKubeconfig(cfg); err != nil {
+		if changed, err := writeKubeconfig(cfg); err != nil {
 			log.Warn("refresh cni kubeconfig", "err", err)
+		} else if changed {
+			log.Debug("wrote cni kubeconfig", "path", filepath.Join(cfg.ConfDir, filepath.Base(cfg.HostKubeconfig)))
 		}
 		changed, err := ensureChained(cfg)
 		if err != nil {
@@ -65,7 +94,82 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(cfg.Every):
+		case <-timer.C:
+		case <-changes:
+			// A writer that is not atomic may be mid-write: let it finish
+			// (a partial file only costs one more pass).
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(50 * time.Millisecond):
+			}
+			drain(changes)
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(cfg.Every)
+	}
+}
+
+func drain(c <-chan struct{}) {
+	for {
+		select {
+		case <-c:
+		default:
+			return
+		}
+	}
+}
+
+// Keep is the long-running installer: it waits for cfg.AgentSocket, then
+// Run; when ctx ends it asks uninstalling and removes the installation
+// only when that reports true — on any other stop (an upgrade, a restart,
+// a drain) weft-cni stays chained. uninstalling gets a context of its own,
+// as ctx has ended by then.
+func Keep(ctx context.Context, cfg Config, uninstalling func(context.Context) bool, log *slog.Logger) error {
+	runErr := func() error {
+		if cfg.AgentSocket != "" {
+			if err := waitForSocket(ctx, cfg.AgentSocket, log); err != nil || ctx.Err() != nil {
+				return err
+			}
+		}
+		return Run(ctx, cfg, log)
+	}()
+	if !uninstalling(context.WithoutCancel(ctx)) {
+		log.Info("not an uninstall: leaving weft-cni chained", "confDir", cfg.ConfDir)
+		return runErr
+	}
+	if err := Uninstall(cfg); err != nil {
+		return errors.Join(runErr, fmt.Errorf("uninstall weft-cni: %w", err))
+	}
+	log.Info("uninstall: removed weft-cni from the node's CNI config", "confDir", cfg.ConfDir)
+	return runErr
+}
+
+// waitForSocket returns once path accepts a connection, or ctx ends.
+func waitForSocket(ctx context.Context, path string, log *slog.Logger) error {
+	var d net.Dialer
+	logged := time.Time{}
+	for {
+		dctx, cancel := context.WithTimeout(ctx, time.Second)
+		c, err := d.DialContext(dctx, "unix", path)
+		cancel()
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Since(logged) > 30*time.Second {
+			log.Info("waiting for the agent's CNI socket before chaining weft-cni", "socket", path, "err", err)
+			logged = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
@@ -127,14 +231,16 @@ func installBinary(cfg Config) error {
 	return nil
 }
 
-func writeKubeconfig(cfg Config) error {
+// writeKubeconfig writes the plugin's kubeconfig with the current token,
+// only when it differs from the file there; it reports whether it wrote.
+func writeKubeconfig(cfg Config) (bool, error) {
 	token, err := os.ReadFile(cfg.TokenFile)
 	if err != nil {
-		return fmt.Errorf("read service account token: %w", err)
+		return false, fmt.Errorf("read service account token: %w", err)
 	}
 	ca, err := os.ReadFile(cfg.CAFile)
 	if err != nil {
-		return fmt.Errorf("read service account ca: %w", err)
+		return false, fmt.Errorf("read service account ca: %w", err)
 	}
 	kc := map[string]any{
 		"apiVersion": "v1", "kind": "Config", "current-context": "weft-cni",
@@ -146,9 +252,14 @@ func writeKubeconfig(cfg Config) error {
 	}
 	data, err := json.MarshalIndent(kc, "", "  ")
 	if err != nil {
-		return err
+		return false, err
 	}
-	return writeAtomic(filepath.Join(cfg.ConfDir, filepath.Base(cfg.HostKubeconfig)), data, 0o600)
+	path := filepath.Join(cfg.ConfDir, filepath.Base(cfg.HostKubeconfig))
+	// Unchanged: no write, so the conf dir watch does not see our own edit.
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		return false, nil
+	}
+	return true, writeAtomic(path, data, 0o600)
 }
 
 // ensureChained appends weft-cni to the primary conflist, or updates its

@@ -28,7 +28,7 @@ func TestInstallChainsAndUninstalls(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { done <- Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	go func() { done <- Run(ctx, cfg, discard()) }()
 	var plugins []map[string]any
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
@@ -83,6 +83,8 @@ func TestInstallChainsAndUninstalls(t *testing.T) {
 		}
 	}
 }
+
+func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func TestNoConflist(t *testing.T) {
 	if _, err := primaryConflist(t.TempDir()); err == nil {

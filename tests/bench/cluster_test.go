@@ -47,10 +47,9 @@ func installWeft(ctx context.Context, tb testing.TB, c *cluster.Cluster) {
 }
 
 // uninstallWeft removes everything installWeft added, down to the kernel:
-// helm uninstall leaves the agent's pinned programs attached to the cgroup
-// (by design, so that an agent restart does not interrupt redirection), so
-// each node's pin root is cleaned with `weft-agent --cleanup`, as an
-// operator removing weft would.
+// helm uninstall makes the agents remove their pins as they stop (the
+// chart's pre-delete hook); `weft-agent --cleanup` on each node then
+// proves nothing is left and removes what a killed agent might have left.
 func uninstallWeft(ctx context.Context, tb testing.TB, c *cluster.Cluster) {
 	tb.Helper()
 	err := c.Client.AppsV1().DaemonSets(installNS).Delete(ctx, "weft-recordproxy", metav1.DeleteOptions{})

@@ -162,16 +162,26 @@ func testAgentRestartAndCleanup(t *testing.T, cni cluster.CNI) {
 	})
 
 	t.Run("--cleanup on one node", func(t *testing.T) {
-		helm, err := c.Helm()
-		if err != nil {
+		// node0's agent stopped, not uninstalled (its DaemonSet moved off
+		// the node): its pins and CNI entry stay and redirection continues ...
+		patch := []byte(`{"spec":{"template":{"spec":{"nodeSelector":{"kubernetes.io/hostname":"node1"}}}}}`)
+		if _, err := c.Client.AppsV1().DaemonSets(installNS).Patch(ctx, "weft-agent", types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			t.Fatalf("move the agent DaemonSet off node0: %v", err)
+		}
+		if err := cluster.Poll(ctx, 60*time.Second, 200*time.Millisecond, "weft-agent gone from node0", func(ctx context.Context) (bool, string, error) {
+			pods, err := c.Client.CoreV1().Pods(installNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=weft-agent", FieldSelector: "spec.nodeName=node0"})
+			if err != nil {
+				return false, err.Error(), nil
+			}
+			return len(pods.Items) == 0, fmt.Sprintf("%d agent pods on node0", len(pods.Items)), nil
+		}); err != nil {
 			t.Fatal(err)
 		}
-		// Agents gone (their pins stay: redirection continues) ...
-		if out, err := execCommand(ctx, helm, "--kubeconfig", c.Kubeconfig(), "uninstall", "weft", "-n", installNS, "--wait"); err != nil {
-			t.Fatalf("helm uninstall: %v\n%s", err, out)
-		}
 		if !redirected(t, c, "node0", "shop", "client-node0", uids["node0"], target) {
-			t.Errorf("uninstalling the agents stopped redirection before any cleanup")
+			t.Errorf("stopping node0's agent (no uninstall) stopped redirection before any cleanup")
+		}
+		if conf, _ := os.ReadFile(c.NodeRoot("node0") + "/etc/cni/net.d/10-weft-pods.conflist"); !strings.Contains(string(conf), "weft-cni") {
+			t.Errorf("stopping node0's agent (no uninstall) removed weft-cni from its CNI config:\n%s", conf)
 		}
 		// ... until --cleanup removes node0's datapath, and only node0's.
 		agentBin := c.BinDir() + "/weft-agent"
