@@ -1,11 +1,13 @@
 // Command weft is weft's command-line tool. `weft check` is the node
 // preflight: can this kernel and host run weft's eBPF datapath? `weft
-// version` prints the build. The logic lives in internal/ packages; this
+// observe` prints the mesh's flows (Hubble's formats), `weft stat` a
+// workload's golden signals, `weft status` the installation's health;
+// `weft version` prints the build. The logic lives in internal/ packages; this
 // file only wires flags to them. The CLI must never link a component
 // (daemon, ztunnel, l7proxy, operator) or tests/ (deps_test.go).
 //
-// Exit codes: 0 success, 1 a check failed (or another runtime error), 2 bad
-// usage.
+// Exit codes: 0 success, 1 a check failed, the installation is unhealthy
+// (or another runtime error), 2 bad usage.
 package main
 
 import (
@@ -85,6 +87,6 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 	}
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err, cmd.CommandPath()} })
-	root.AddCommand(newCheckCommand(), newVersionCommand())
+	root.AddCommand(newCheckCommand(), newObserveCommand(), newStatCommand(), newStatusCommand(), newVersionCommand())
 	return root
 }
