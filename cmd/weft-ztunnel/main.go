@@ -18,6 +18,7 @@ import (
 	"github.com/weftmesh/weft/internal/logflags"
 
 	"github.com/weftmesh/weft/bpf/redirect"
+	"github.com/weftmesh/weft/ztunnel/flowexport"
 	"github.com/weftmesh/weft/ztunnel/server"
 )
 
@@ -54,7 +55,7 @@ func newCommand() *cobra.Command {
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			log = log.With("node", os.Getenv("NODE_NAME"))
-			log.Info("starting weft-ztunnel", "socket", cfg.Socket, "configFile", cfg.ConfigFile, "admin", cfg.AdminAddr)
+			log.Info("starting weft-ztunnel", "socket", cfg.Socket, "configFile", cfg.ConfigFile, "admin", cfg.AdminAddr, "flowsSocket", cfg.FlowsSocket)
 			return server.Run(ctx, cfg, log)
 		},
 	}
@@ -72,6 +73,8 @@ func newCommand() *cobra.Command {
 	f.StringVar(&cfg.TrustBundleFile, "trust-bundle-file", "/var/run/secrets/weft/bundle/ca.crt", "PEM mesh roots that verify the operator until the stream delivers the bundle")
 	f.StringVar(&cfg.Node, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "127.0.0.1:15000", "listen address of Go's pprof profiles (empty: off); keep it on localhost")
+	f.StringVar(&cfg.FlowsSocket, "flows-socket", flowexport.DefaultSocket, "the agent's flow export socket, where the connections' flow records go (empty: none)")
+	f.IntVar(&cfg.FlowsQueue, "flows-queue", flowexport.DefaultQueueSize, "flow records waiting for the agent at most; more are counted as lost")
 	f.StringVar(&logFormat, "log-format", "json", "log format: json or text")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd

@@ -53,7 +53,7 @@ func (p *Proxy) serveInbound(ctx context.Context, sp *servedPod, c *net.TCPConn)
 	defer p.guard.remove(g)
 	conn := p.metrics.Open(info)
 	_, _, cerr := pipe(c, upc, conn.Received, conn.Sent)
-	conn.Close(g.ended(cerr))
+	conn.Close(g.ended(cutByShutdown(ctx, cerr)))
 }
 
 // serveHBONE terminates mutual TLS from another proxy and serves the CONNECT
@@ -131,7 +131,7 @@ func (p *Proxy) serveStream(ctx context.Context, sp *servedPod, base telemetry.C
 	defer p.guard.remove(g)
 	conn := p.metrics.Open(info)
 	_, _, cerr := pipe(down, upc, conn.Received, conn.Sent)
-	conn.Close(g.ended(cerr))
+	conn.Close(g.ended(cutByShutdown(ctx, cerr)))
 }
 
 // deniedBy names what denied a connection for the denials metric: the

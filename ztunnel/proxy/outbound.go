@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 
 	hbone "github.com/weftmesh/weft/internal/hbonev2"
@@ -62,7 +63,11 @@ func (p *Proxy) serveOutbound(ctx context.Context, sp *servedPod, c *net.TCPConn
 			var se *hbone.StatusError
 			if errors.As(err, &se) {
 				// The destination answered: a refusal is final.
-				p.metrics.Failed(info, kindErr("denied_by_destination", err))
+				if se.Code == http.StatusForbidden {
+					p.metrics.DeniedByPeer(info, se.Reason, kindErr("denied_by_destination", err))
+				} else {
+					p.metrics.Failed(info, kindErr("denied_by_destination", err))
+				}
 				reset(c)
 				return
 			}
@@ -72,7 +77,7 @@ func (p *Proxy) serveOutbound(ctx context.Context, sp *servedPod, c *net.TCPConn
 		}
 		conn := p.metrics.Open(info)
 		_, _, cerr := pipe(c, up, conn.Received, conn.Sent)
-		conn.Close(telemetry.FlagNone, cerr)
+		conn.Close(telemetry.FlagNone, cutByShutdown(ctx, cerr))
 		return
 	}
 	p.metrics.Failed(info, kindErr("connect", fmt.Errorf("connect to %s: %w", dst, lastErr)))

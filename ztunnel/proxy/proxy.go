@@ -28,6 +28,23 @@ const (
 	maxEndpointTrials = 3
 )
 
+// ErrShutdown is the cause the proxy's owner cancels Serve's context with
+// (context.WithCancelCause) when the proxy stops: the connections cut then
+// are recorded as reset by the shutdown (ARCHITECTURE.md §7), not as clean
+// ends. Only this cause counts: contexts also end for a deleted pod
+// (context.Canceled) and, for a tunnel stream, when the stream itself ends.
+var ErrShutdown = errors.New(telemetry.ShutdownReason)
+
+// cutByShutdown returns err, or ErrShutdown (of kind "shutdown") if ctx
+// ended because the proxy is stopping: closing the pod's connections then
+// makes them end without an error of their own.
+func cutByShutdown(ctx context.Context, err error) error {
+	if ctx.Err() == nil || !errors.Is(context.Cause(ctx), ErrShutdown) {
+		return err
+	}
+	return kindErr("shutdown", ErrShutdown)
+}
+
 // OrigDstLookup returns the original destination of a connection redirected
 // to a pod's outbound listener, from the pod's netns cookie and the
 // connection's source address, as the eBPF programs recorded it.

@@ -24,6 +24,7 @@ import (
 
 	"github.com/weftmesh/weft/bpf/redirect"
 	"github.com/weftmesh/weft/ztunnel/caclient"
+	"github.com/weftmesh/weft/ztunnel/flowexport"
 	"github.com/weftmesh/weft/ztunnel/identity"
 	"github.com/weftmesh/weft/ztunnel/inpod"
 	"github.com/weftmesh/weft/ztunnel/meshclient"
@@ -64,10 +65,27 @@ type Config struct {
 	// DebugAddr serves Go's pprof profiles; empty = off. Keep it on
 	// localhost (Istio's ztunnel admin port 15000 is localhost-only too).
 	DebugAddr string
+	// FlowsSocket is the agent's flow export socket (api/flows/v1); empty =
+	// no flow records.
+	FlowsSocket string
+	// FlowsQueue bounds the flow records waiting for the agent; 0 =
+	// flowexport.DefaultQueueSize.
+	FlowsQueue int
 }
 
-// Run runs the node proxy until ctx ends.
-func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+// flushTimeout bounds how long the flow records of the connections cut by
+// a shutdown may take to reach the agent.
+const flushTimeout = 2 * time.Second
+
+// Run runs the node proxy until ctx ends. The connections it cuts then are
+// recorded (access log, flow records) as reset by the shutdown, and the flow
+// records reach the agent before Run returns, within a short deadline.
+func Run(parent context.Context, cfg Config, log *slog.Logger) error {
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	stopCause := context.AfterFunc(parent, func() { cancel(proxy.ErrShutdown) })
+	defer stopCause()
+
 	operator := cfg.OperatorAddr != ""
 	switch {
 	case cfg.Socket == "":
@@ -113,6 +131,31 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		signer, roots = fs, fs
 	}
 	certs := identity.NewManager(signer, roots, identity.Options{}, log)
+	err = telemetry.RegisterCertExpiry(reg, func() []telemetry.CertExpiry {
+		st := certs.Status()
+		out := make([]telemetry.CertExpiry, len(st))
+		for i, c := range st {
+			out[i] = telemetry.CertExpiry{Identity: c.ID.String(), NotAfter: c.NotAfter}
+		}
+		return out
+	})
+	if err != nil {
+		return fmt.Errorf("run ztunnel: %w", err)
+	}
+	var exporter *flowexport.Exporter
+	if cfg.FlowsSocket != "" {
+		exporter, err = flowexport.New(flowexport.Config{
+			Socket:       cfg.FlowsSocket,
+			QueueSize:    cfg.FlowsQueue,
+			FlushTimeout: flushTimeout,
+			Registerer:   reg,
+			Log:          log,
+		})
+		if err != nil {
+			return fmt.Errorf("run ztunnel: %w", err)
+		}
+		metrics.SetFlowSink(exporter)
+	}
 	px, err := proxy.New(proxy.Config{
 		OrigDst: func(cookie uint64, peer netip.AddrPort) (netip.AddrPort, error) { return origDst.Lookup(cookie, peer) },
 	}, store, certs, metrics, log)
@@ -152,6 +195,20 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return nil
 	}
 
+	if exporter != nil {
+		// The exporter outlives the other components: it sends the close
+		// records of the connections their shutdown cuts.
+		ectx, stopExport := context.WithCancel(context.WithoutCancel(ctx))
+		exported := make(chan error, 1)
+		go func() { exported <- exporter.Run(ectx) }()
+		defer func() {
+			stopExport()
+			if err := <-exported; err != nil {
+				log.Warn("flow export", "error", err.Error())
+			}
+		}()
+	}
+
 	g, gctx := errgroup.WithContext(ctx)
 	if cfg.DebugAddr != "" {
 		dln, err := net.Listen("tcp", cfg.DebugAddr)
@@ -169,16 +226,23 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		g.Go(func() error { return store.WatchFile(gctx, cfg.ConfigFile, cfg.PollInterval) })
 	}
 	g.Go(func() error { return certs.Run(gctx) })
-	g.Go(func() error { return px.Run(gctx) })
+	// Whatever stops the pods' connections — SIGTERM or a failed component
+	// (errgroup cancels with its error) — cuts them by a shutdown: the
+	// proxy and the pods see that cause.
+	podsCtx, podsCancel := context.WithCancelCause(context.WithoutCancel(gctx))
+	stopPods := context.AfterFunc(gctx, func() { podsCancel(proxy.ErrShutdown) })
+	defer stopPods()
+	defer podsCancel(nil)
+	g.Go(func() error { return px.Run(podsCtx) })
 	g.Go(func() error {
 		// Serve pods only with a config: without it a meshed destination
 		// would look like an unknown one and leave in plaintext.
 		select {
-		case <-gctx.Done():
+		case <-podsCtx.Done():
 			return nil
 		case <-store.Ready():
 		}
-		return pods.Run(gctx)
+		return pods.Run(podsCtx)
 	})
 	return g.Wait()
 }

@@ -77,7 +77,7 @@ func (m *Metrics) logFailed(info *ConnInfo, err error) {
 		return
 	}
 	attrs := make([]slog.Attr, 0, 6)
-	attrs = appendAddr(attrs, "src.addr", info.Source.Addr)
+	attrs = appendAddr(attrs, "src.addr", sourceAddr(info))
 	attrs = appendAddr(attrs, "dst.addr", info.Destination.Addr)
 	attrs = appendAddr(attrs, "dst.hbone_addr", info.HBONEAddr)
 	attrs = append(attrs, slog.String("direction", info.Reporter.direction()))
@@ -91,7 +91,7 @@ func (m *Metrics) logFailed(info *ConnInfo, err error) {
 // value are left out rather than logged as "unknown". Identities are logged
 // only for mTLS, where they were verified, as ztunnel does.
 func appendPeers(attrs []slog.Attr, info *ConnInfo, l *labelSet) []slog.Attr {
-	attrs = appendAddr(attrs, "src.addr", info.Source.Addr)
+	attrs = appendAddr(attrs, "src.addr", sourceAddr(info))
 	attrs = appendKnown(attrs, "src.workload", podName(info.Source.Workload, l[lSourceCanonicalService]))
 	attrs = appendKnown(attrs, "src.namespace", l[lSourceWorkloadNamespace])
 	if info.MutualTLS {

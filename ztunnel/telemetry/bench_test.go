@@ -3,8 +3,10 @@ package telemetry
 import (
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 
+	"github.com/cilium/cilium/api/v1/flow"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -24,9 +26,12 @@ func BenchmarkConnection(b *testing.B) {
 		"log=json": slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		"log=off":  slog.New(slog.DiscardHandler),
 	}
-	for _, name := range []string{"log=json", "log=off"} {
+	for _, name := range []string{"log=json", "log=off", "log=off,flows"} {
 		b.Run(name, func(b *testing.B) {
-			m := benchMetrics(b, logs[name])
+			m := benchMetrics(b, logs[strings.TrimSuffix(name, ",flows")])
+			if strings.HasSuffix(name, ",flows") {
+				m.SetFlowSink(discardSink{})
+			}
 			info := outboundMTLS()
 			b.ReportAllocs()
 			for b.Loop() {
@@ -39,6 +44,10 @@ func BenchmarkConnection(b *testing.B) {
 		})
 	}
 }
+
+type discardSink struct{}
+
+func (discardSink) Record(*flow.Flow) {}
 
 // BenchmarkSent is the copy loops' hot path.
 func BenchmarkSent(b *testing.B) {

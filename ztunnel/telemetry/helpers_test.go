@@ -23,6 +23,7 @@ import (
 var (
 	webPod = &state.Workload{
 		Namespace: "shop", Name: "web-7d9f8-abcde", ServiceAccount: "web",
+		IPs:          []netip.Addr{netip.MustParseAddr("10.1.0.5")},
 		WorkloadName: "web", CanonicalService: "web-frontend", CanonicalRevision: "v2",
 		App: "web", Version: "v2.1", Cluster: "east",
 	}
@@ -35,8 +36,10 @@ var (
 // outboundMTLS is web → echo's Service over HBONE, as web's node reports it.
 func outboundMTLS() ConnInfo {
 	return ConnInfo{
-		Reporter:    ReporterSource,
-		Source:      Peer{Workload: webPod, Identity: webID, Addr: netip.MustParseAddrPort("10.1.0.5:40312")},
+		Reporter: ReporterSource,
+		// The app's redirected connection reaches the outbound listener from
+		// loopback inside the pod's netns.
+		Source:      Peer{Workload: webPod, Identity: webID, Addr: netip.MustParseAddrPort("127.0.0.1:40312")},
 		Destination: Peer{Workload: echoPod, Identity: echoID, Addr: netip.MustParseAddrPort("10.1.1.7:15008")},
 		Service:     echoSvc,
 		MutualTLS:   true,

@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/cilium/cilium/api/v1/flow"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -40,6 +41,9 @@ type Metrics struct {
 	// than the series themselves.
 	seriesMu sync.RWMutex
 	seriesBy map[labelSet]*series
+
+	// flows receives the flow records; nil for none. Set before use.
+	flows FlowSink
 
 	// mu guards the fields below and every open Conn's flushed counts.
 	mu sync.Mutex
@@ -189,6 +193,9 @@ func (m *Metrics) Open(info ConnInfo) *Conn {
 	m.live.prev.next = c
 	m.live.prev = c
 	m.mu.Unlock()
+	if m.flows != nil {
+		m.flowOpen(c)
+	}
 	return c
 }
 
@@ -212,6 +219,21 @@ func (m *Metrics) Denied(info ConnInfo, policy, reason string) {
 	m.denied.WithLabelValues(s.labels[lReporter], s.labels[lDestinationWorkload],
 		s.labels[lDestinationWorkloadNamespace], s.labels[lSourcePrincipal], reasonPolicy).Inc()
 	m.logDenied(&info, &s.labels, policy, reason)
+	if m.flows != nil {
+		m.flowDenied(&info, policy, reason)
+	}
+}
+
+// DeniedByPeer records an outbound connection that the destination's proxy
+// refused by policy (an HBONE 403): like Failed, it counts
+// weft_ztunnel_connection_errors_total and writes a "connection failed"
+// line (the destination counts the denial); it also produces the source
+// side's deny flow record, with reason as the destination gave it.
+func (m *Metrics) DeniedByPeer(info ConnInfo, reason string, err error) {
+	m.Failed(info, err)
+	if m.flows != nil {
+		m.flowDenied(&info, "", reason)
+	}
 }
 
 // Failed records a connection that broke before it could be described or
@@ -255,6 +277,9 @@ type Conn struct {
 	sent   atomic.Uint64
 	recv   atomic.Uint64
 	closed atomic.Bool
+
+	// The flow records' endpoints, set by Open when there is a FlowSink.
+	srcEP, dstEP *flow.Endpoint
 
 	// m.mu guards the fields below.
 	prev, next             *Conn // in m.live while open
@@ -303,6 +328,9 @@ func (c *Conn) Close(flags ResponseFlags, err error) {
 		m.errors.WithLabelValues(c.info.Reporter.direction(), ErrorKind(err)).Inc()
 	}
 	m.logComplete(c, flags, err, end.Sub(c.start))
+	if m.flows != nil {
+		m.flowClose(c, flags, err, end)
+	}
 }
 
 // flushLocked adds the bytes counted since the last flush to the counters.
