@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -315,34 +314,7 @@ func (c *Cluster) InstallMesh(ctx context.Context, set ...string) (*MeshCA, erro
 // helmInstall runs helm install of the chart with this cluster's pin roots
 // and cgroup, and waits for weft-cni on every node.
 func (c *Cluster) helmInstall(ctx context.Context, set []string) error {
-	helm, err := c.Helm()
-	if err != nil {
-		return err
-	}
-	repo, err := RepoRoot()
-	if err != nil {
-		return err
-	}
-	args := []string{"--kubeconfig", c.Kubeconfig(), "install", "weft",
-		filepath.Join(repo, "install", "helm", "weft"), "-n", WeftNamespace, "--create-namespace",
-		"--set", "agent.pinRoot=" + c.WeftPinRoot(), "--set", "agent.cgroupPath=" + c.CgroupDir(),
-		"--wait", "--timeout", "120s"}
-	for _, s := range set {
-		args = append(args, "--set", s)
-	}
-	cmd := exec.CommandContext(ctx, helm, args...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("helm install weft: %w\n%s", err, out)
-	}
-	return Poll(ctx, 60*time.Second, 200*time.Millisecond, "weft-cni chained on every node", func(ctx context.Context) (bool, string, error) {
-		for _, n := range c.Nodes() {
-			data, err := os.ReadFile(filepath.Join(c.NodeRoot(n), "etc", "cni", "net.d", "10-weft-pods.conflist"))
-			if err != nil || !strings.Contains(string(data), `"weft-cni"`) {
-				return false, n + " not yet", nil
-			}
-		}
-		return true, "", nil
-	})
+	return c.InstallChart(ctx, set...)
 }
 
 // waitDaemonSet waits until the weft DaemonSet name is ready on every node.
