@@ -4,7 +4,7 @@
 # it installs, so a warm run takes seconds.
 #
 #   hack/tools.sh            everything
-#   hack/tools.sh apt|k8s|etcd|coredns|helm|cni|go-tools|fortio   one part
+#   hack/tools.sh apt|k8s|etcd|coredns|helm|cni|go-tools|fortio|hubble   one part
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -157,8 +157,11 @@ go_tools() {
 }
 # fortio: the latency client and server of the mesh benchmarks (ARCHITECTURE.md §9).
 fortio() { goinstall fortio "$FORTIO_VERSION" fortio.org/fortio; }
+# hubble: the real Hubble CLI the e2e tests read weft's flow API with
+# (ARCHITECTURE.md §7); hack/hubble.sh builds it from the cilium module.
+hubble() { bash "$ROOT/hack/hubble.sh"; }
 
-all() { apt_packages; etcd; k8s; coredns; helm; cni; go_tools; fortio; }
+all() { apt_packages; etcd; k8s; coredns; helm; cni; go_tools; fortio; hubble; }
 
 case "${1:-all}" in
 all) all ;;
@@ -170,5 +173,6 @@ helm) helm ;;
 cni) cni ;;
 go-tools) go_tools ;;
 fortio) fortio ;;
-*) echo "usage: $0 [all|apt|k8s|etcd|coredns|helm|cni|go-tools|fortio]" >&2; exit 2 ;;
+hubble) hubble ;;
+*) echo "usage: $0 [all|apt|k8s|etcd|coredns|helm|cni|go-tools|fortio|hubble]" >&2; exit 2 ;;
 esac
