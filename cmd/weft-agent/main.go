@@ -23,6 +23,9 @@ import (
 	"github.com/weftmesh/weft/daemon/server"
 )
 
+// version is set at build time: go build -ldflags "-X main.version=v0.1.0".
+var version = "dev"
+
 func main() {
 	if err := newCommand().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "weft-agent:", err)
@@ -68,7 +71,8 @@ func newCommand() *cobra.Command {
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			log = log.With("node", cfg.NodeName)
-			log.Info("starting weft-agent", "pinRoot", cfg.PinRoot, "socketDir", cfg.SocketDir)
+			cfg.Version = version
+			log.Info("starting weft-agent", "version", version, "pinRoot", cfg.PinRoot, "socketDir", cfg.SocketDir)
 			return server.Run(ctx, cfg, log)
 		},
 	}
@@ -78,7 +82,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config)")
 	f.StringVar(&cfg.PinRoot, "pin-root", "/sys/fs/bpf/weft", "bpffs directory holding this agent's pinned programs, maps and links")
 	f.StringVar(&cfg.CgroupPath, "cgroup-path", "", "cgroup v2 directory the outbound programs attach to (default: the cgroup v2 root)")
-	f.StringVar(&cfg.SocketDir, "socket-dir", "/var/run/weft", "directory of the node proxy and CNI sockets")
+	f.StringVar(&cfg.SocketDir, "socket-dir", "/var/run/weft", "directory of the node proxy, CNI and flow (flows-export.sock, hubble.sock) sockets")
 	f.StringVar(&cfg.ProcRoot, "proc-root", "/proc", "the host's /proc (pods are found by their cgroup paths)")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", ":15021", "Prometheus metrics listen address (empty: off)")
 	f.StringSliceVar(&cfg.ExcludeNamespaces, "exclude-namespaces", nil, "namespaces never meshed, besides kube-system and the install namespace")
@@ -89,6 +93,10 @@ func newCommand() *cobra.Command {
 	f.StringVar(&cfg.CNI.Binary, "cni-binary", "", "the weft-cni executable to install (default: weft-cni beside this binary)")
 	f.StringVar(&cfg.CNI.HostKubeconfig, "cni-kubeconfig", "/etc/cni/net.d/weft-cni.kubeconfig", "the plugin's kubeconfig path on the node")
 	f.BoolVar(&cfg.CNI.FailOpen, "cni-fail-open", false, "let pods of enrolled namespaces start unmeshed when the agent is unreachable")
+	f.IntVar(&cfg.Flows.RingSize, "flows-ring-size", 4096, "flow records the node's flow ring keeps")
+	f.StringVar(&cfg.Flows.Addr, "flows-addr", ":4244", "TLS listen address of the flow API (Hubble Observer), callers authorised by TokenReview + SubjectAccessReview (empty: off)")
+	f.StringVar(&cfg.Flows.PodName, "pod-name", os.Getenv("POD_NAME"), "this agent's pod, on which the flow API certificate is published (default $POD_NAME)")
+	f.StringVar(&cfg.Flows.NodeIP, "node-ip", os.Getenv("NODE_IP"), "this node's IP for the flow API certificate (default $NODE_IP, else the pod's status.hostIP)")
 	f.BoolVar(&cleanup, "cleanup", false, "detach and remove everything this agent pinned under --pin-root, then exit")
 	f.StringVar(&logFormat, "log-format", "json", "log format: json or text")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")

@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -79,9 +80,11 @@ func newCommand() *cobra.Command {
 // newMarkUninstallingCommand is the chart's pre-delete hook: it marks
 // weft's DaemonSets as being uninstalled, so that their pods remove the
 // node state (eBPF programs, pins, the CNI entry) when they stop, which an
-// upgrade's restart must not do.
+// upgrade's restart must not do; then it stops the operator and deletes
+// what the operator created that Helm does not know of (trust-bundle
+// ConfigMaps, a CA Secret it generated).
 func newMarkUninstallingCommand() *cobra.Command {
-	var namespace, kubeconfig string
+	var namespace, kubeconfig, caSecret string
 	cmd := &cobra.Command{
 		Use:          "mark-uninstalling",
 		Short:        "mark weft's DaemonSets as uninstalling (the chart's pre-delete hook)",
@@ -111,10 +114,15 @@ func newMarkUninstallingCommand() *cobra.Command {
 				return fmt.Errorf("mark weft in %s uninstalling: %w", namespace, err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "weft in namespace %s marked uninstalling\n", namespace)
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+			if err := lifecycle.RemoveOperatorState(ctx, client, namespace, caSecret, log); err != nil {
+				return fmt.Errorf("remove the operator's objects: %w", err)
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&namespace, "namespace", os.Getenv("POD_NAMESPACE"), "weft's install namespace (default $POD_NAMESPACE)")
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file; empty: the in-cluster config")
+	cmd.Flags().StringVar(&caSecret, "ca-secret", "weft-ca", "the mesh CA's Secret: deleted only if the operator generated it")
 	return cmd
 }

@@ -1,11 +1,13 @@
 // Package server wires weft-agent together: the API client, the eBPF
 // datapath, the node-proxy handoff socket, the CNI socket, the enrollment
-// controller and the metrics endpoint, all living and ending with one
-// context. cmd/weft-agent only parses flags into a Config.
+// controller, the flow server (export and Hubble sockets, TLS flow API)
+// and the metrics endpoint, all living and ending with one context.
+// cmd/weft-agent only parses flags into a Config.
 package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -30,6 +33,7 @@ import (
 	"github.com/weftmesh/weft/daemon/cniinstall"
 	"github.com/weftmesh/weft/daemon/cniserver"
 	"github.com/weftmesh/weft/daemon/datapath"
+	"github.com/weftmesh/weft/daemon/flows"
 	"github.com/weftmesh/weft/daemon/handoff"
 )
 
@@ -40,13 +44,29 @@ type Config struct {
 	Kubeconfig        string // "" = in-cluster
 	PinRoot           string
 	CgroupPath        string // "" = the cgroup v2 root
-	SocketDir         string // ztunnel.sock and cni.sock live here
+	SocketDir         string // ztunnel.sock, cni.sock, flows-export.sock and hubble.sock live here
 	ProcRoot          string
 	MetricsAddr       string // "" = off
 	ExcludeNamespaces []string
 	SocketMark        uint32
 	// CNI, when Install is set, chains weft-cni into the node's CNI config.
 	CNI CNIConfig
+	// Flows configures the flow server.
+	Flows FlowsConfig
+	// Version is weft's version, reported by the flow API.
+	Version string
+}
+
+// FlowsConfig configures the agent's flow server. Its unix sockets are
+// FlowsExportSocket and HubbleSocket in the socket dir.
+type FlowsConfig struct {
+	RingSize int    // records kept; 0 = flows.DefaultRingSize
+	Addr     string // TLS flow API listen address, e.g. ":4244"; "" = off
+	// PodName is the agent's own pod (in InstallNamespace): its
+	// status.hostIP is the certificate's IP SAN when NodeIP is empty, and
+	// the certificate is published on it. "" = not published.
+	PodName string
+	NodeIP  string // the node's IP for the certificate; "" = the pod's hostIP
 }
 
 // CNIConfig is where the node's CNI files are (as this container sees them)
@@ -76,6 +96,12 @@ func ProxySocket(dir string) string { return filepath.Join(dir, "ztunnel.sock") 
 
 // CNISocket is the CNI plugin's socket in dir.
 func CNISocket(dir string) string { return filepath.Join(dir, "cni.sock") }
+
+// FlowsExportSocket is the flow producers' socket in dir.
+func FlowsExportSocket(dir string) string { return filepath.Join(dir, "flows-export.sock") }
+
+// HubbleSocket is the local flow API (Hubble Observer) socket in dir.
+func HubbleSocket(dir string) string { return filepath.Join(dir, "hubble.sock") }
 
 // Run runs the agent until ctx ends.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
@@ -117,9 +143,33 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	cs := cniserver.New(CNISocket(cfg.SocketDir), cniEnroller{a}, log)
+	fs, err := flows.New(flows.Config{
+		NodeName: cfg.NodeName, NodeAddress: cfg.Flows.NodeIP, RingSize: cfg.Flows.RingSize, Version: cfg.Version,
+		Registerer: reg, Log: log,
+	})
+	if err != nil {
+		return err
+	}
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.Run(ctx) })
+	g.Go(func() error {
+		l, err := flows.ListenUnix(FlowsExportSocket(cfg.SocketDir))
+		if err != nil {
+			return err
+		}
+		return fs.ServeExport(ctx, l)
+	})
+	g.Go(func() error {
+		l, err := flows.ListenUnix(HubbleSocket(cfg.SocketDir))
+		if err != nil {
+			return err
+		}
+		return fs.ServeObserver(ctx, l)
+	})
+	if cfg.Flows.Addr != "" {
+		g.Go(func() error { return serveFlowsTLS(ctx, g, cfg, client, fs, log) })
+	}
 	// The proxy's snapshot and CNI requests need the restored state.
 	afterReady := func(run func(context.Context) error) func() error {
 		return func() error {
@@ -148,6 +198,80 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		g.Go(func() error { return serveMetrics(ctx, cfg.MetricsAddr, reg) })
 	}
 	return g.Wait()
+}
+
+// serveFlowsTLS serves the flow API over TLS on cfg.Flows.Addr with a new
+// self-signed certificate, which it publishes on the agent's pod.
+func serveFlowsTLS(ctx context.Context, g *errgroup.Group, cfg Config, client kubernetes.Interface, fs *flows.Server, log *slog.Logger) error {
+	log = log.With("component", "flows-tls")
+	nodeIP := cfg.Flows.NodeIP
+	if nodeIP == "" && cfg.Flows.PodName != "" {
+		nodeIP = podHostIP(ctx, client, cfg.InstallNamespace, cfg.Flows.PodName, log)
+	}
+	var ips []net.IP
+	if ip := net.ParseIP(nodeIP); ip != nil {
+		ips = append(ips, ip)
+	}
+	cert, certPEM, err := flows.SelfSignedCert(cfg.NodeName, ips, time.Now())
+	if err != nil {
+		return err
+	}
+	l := listenRetrying(ctx, cfg.Flows.Addr, log)
+	if l == nil {
+		return nil // ctx ended
+	}
+	if cfg.Flows.PodName != "" {
+		g.Go(func() error {
+			return flows.PublishCert(ctx, client, cfg.InstallNamespace, cfg.Flows.PodName, certPEM, log)
+		})
+	} else {
+		log.Warn("no --pod-name: the flow api certificate is not published, clients cannot pin it")
+	}
+	log.Info("serving the flow api over tls", "addr", l.Addr().String(), "serverName", cfg.NodeName, "ip", nodeIP)
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	return fs.ServeObserverTLS(ctx, l, tc, flows.NewKubeAuthorizer(client, cfg.NodeName))
+}
+
+// listenRetrying listens on TCP addr, retrying (1 s doubling to 10 s) while
+// the address is taken (a previous agent still stopping): the flow API is
+// not worth stopping the agent for. It returns nil when ctx ends first.
+func listenRetrying(ctx context.Context, addr string, log *slog.Logger) net.Listener {
+	lc := net.ListenConfig{}
+	lc.SetMultipathTCP(false)
+	for delay := time.Second; ; delay = min(2*delay, 10*time.Second) {
+		l, err := lc.Listen(ctx, "tcp", addr)
+		if err == nil {
+			return l
+		}
+		log.Warn("cannot listen for the flow api, retrying", "addr", addr, "err", err, "retryIn", delay)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+	}
+}
+
+// podHostIP is the hostIP of pod namespace/name, or "" when the API server
+// does not tell within 30 s (the certificate then has no IP SAN).
+func podHostIP(ctx context.Context, client kubernetes.Interface, namespace, name string, log *slog.Logger) string {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for delay := 500 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
+		pod, err := client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+		if err == nil && pod.Status.HostIP != "" {
+			return pod.Status.HostIP
+		}
+		if err == nil {
+			err = errors.New("no status.hostIP yet")
+		}
+		select {
+		case <-ctx.Done():
+			log.Warn("cannot read this agent's pod for the node ip; the flow api certificate has no ip", "pod", namespace+"/"+name, "err", err)
+			return ""
+		case <-time.After(delay):
+		}
+	}
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
