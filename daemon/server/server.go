@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +36,7 @@ import (
 	"github.com/weftmesh/weft/daemon/datapath"
 	"github.com/weftmesh/weft/daemon/flows"
 	"github.com/weftmesh/weft/daemon/handoff"
+	"github.com/weftmesh/weft/internal/lifecycle"
 )
 
 // Config is weft-agent's configuration.
@@ -103,7 +105,12 @@ func FlowsExportSocket(dir string) string { return filepath.Join(dir, "flows-exp
 // HubbleSocket is the local flow API (Hubble Observer) socket in dir.
 func HubbleSocket(dir string) string { return filepath.Join(dir, "hubble.sock") }
 
-// Run runs the agent until ctx ends.
+// uninstallCheckTimeout bounds how long a stopping agent asks the API
+// server whether it is being uninstalled, when its watch never saw.
+const uninstallCheckTimeout = 5 * time.Second
+
+// Run runs the agent until ctx ends. When the agent stops because weft is
+// being uninstalled (internal/lifecycle), it removes the node's datapath.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cfg.NodeName == "" {
 		return errors.New("run agent: --node-name (or NODE_NAME) is required")
@@ -121,7 +128,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer dp.Close() // pins stay: redirection continues while the agent restarts
+	// On a restart or an upgrade the pins stay, so redirection continues
+	// while the agent is away; only an uninstall removes them (below).
+	closeDP := sync.OnceValue(dp.Close)
+	defer closeDP()
 	log.Info("datapath loaded", "pinRoot", cfg.PinRoot, "cgroup", cfg.CgroupPath)
 
 	reg := prometheus.NewRegistry()
@@ -151,7 +161,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 
+	// Why the agent stops is known only from its DaemonSet, and Helm
+	// deletes the agent's RBAC right after it: follow it while running.
+	life := lifecycle.NewWatcher(client, cfg.InstallNamespace, "weft-agent", log.With("component", "lifecycle"))
+
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return life.Run(ctx) })
 	g.Go(func() error { return a.Run(ctx) })
 	g.Go(func() error {
 		l, err := flows.ListenUnix(FlowsExportSocket(cfg.SocketDir))
@@ -197,7 +212,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cfg.MetricsAddr != "" {
 		g.Go(func() error { return serveMetrics(ctx, cfg.MetricsAddr, reg) })
 	}
-	return g.Wait()
+	err = g.Wait()
+	if life.Uninstalling(context.Background(), uninstallCheckTimeout) {
+		log.Info("weft is being uninstalled: removing this node's eBPF programs, links and pins", "pinRoot", cfg.PinRoot)
+		closeDP()
+		if cerr := datapath.Cleanup(cfg.PinRoot, cfg.CgroupPath); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("uninstall: %w", cerr))
+		}
+	}
+	return err
 }
 
 // serveFlowsTLS serves the flow API over TLS on cfg.Flows.Addr with a new
