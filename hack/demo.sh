@@ -1,94 +1,98 @@
 #!/usr/bin/env bash
-# demo.sh: the local cluster, a sample app, traffic through a Service.
+# demo.sh: a 2-node local cluster, weft installed with its Helm chart (the
+# operator as CA and control plane), a two-tier app enrolled without a
+# restart, an allowed and a denied request, and what `weft observe` saw.
 # Run by `make demo` (which has built the tools and bin/ first).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/hack/versions.env"
 KUBECTL="$ROOT/.cache/bin/kubernetes-$KUBERNETES_VERSION/kubectl"
+HELM="$ROOT/.cache/bin/helm-$HELM_VERSION/helm"
 WC="$ROOT/bin/weft-cluster"
+WEFT="$ROOT/bin/weft"
+START=$SECONDS
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+say() { printf '\n\033[1m== [%3ds] %s\033[0m\n' "$((SECONDS - START))" "$*"; }
+get() { "$WC" exec "demo/$1" -- "$ROOT/bin/weft-testapp" get http://backend.demo.svc.cluster.local/ "${@:2}"; }
 
-say "starting the local cluster (real etcd + kube-apiserver + controller-manager + scheduler, 2 netns nodes)"
+say "weft check: can this machine run weft's datapath?"
+"$WEFT" check
+
+say "starting the local cluster (real etcd + kube-apiserver + controller-manager + scheduler + CoreDNS, 2 netns nodes)"
 "$WC" up --name weft
 KUBECONFIG="$("$WC" kubeconfig weft)"
 export KUBECONFIG
-
-say "installing the sample app (3 echo pods behind Service demo/echo, one client pod)"
-"$KUBECTL" apply -f "$ROOT/hack/demo/app.yaml"
-"$KUBECTL" -n demo rollout status deployment/echo --timeout=120s
-"$KUBECTL" -n demo wait --for=condition=Ready pod/client --timeout=120s
 "$KUBECTL" get nodes -o wide
-"$KUBECTL" -n demo get pods,svc,endpointslices -o wide
 
+say "deploying the two-tier app: demo/frontend (node0) -> Service demo/backend (2 pods on node1), and demo/client (node0)"
+"$KUBECTL" apply -f "$ROOT/hack/demo/app.yaml"
+"$KUBECTL" -n demo rollout status deployment/backend --timeout=120s
+"$KUBECTL" -n demo wait --for=condition=Ready pod/frontend pod/client --timeout=120s
+"$KUBECTL" -n demo get pods -o wide
 # kube-proxy programs a new Service about a second after its endpoints are ready.
-for _ in $(seq 50); do
-	"$WC" exec demo/client -- "$ROOT/bin/weft-testapp" get http://echo.demo.svc.cluster.local/ --timeout 2s >/dev/null 2>&1 && break
-	sleep 0.2
-done
+for _ in $(seq 50); do get frontend --timeout 2s >/dev/null 2>&1 && break; sleep 0.2; done
+get frontend --count 3
 
-say "sending 20 requests from demo/client to http://echo.demo.svc.cluster.local/"
-"$WC" exec demo/client -- "$ROOT/bin/weft-testapp" get http://echo.demo.svc.cluster.local/ --count 20
-
-say "weft check: can this machine run weft's datapath?"
-"$ROOT/bin/weft" check || true
-
+say "installing weft: helm install weft install/helm/weft (operator, agent + CNI installer, ztunnel)"
 RUN="$(basename "$(dirname "$KUBECONFIG")")"
 CG2="$(awk '$9 == "cgroup2" {print $5; exit}' /proc/self/mountinfo)"
-PIN_ROOT="/sys/fs/bpf/weft-$RUN-\$(NODE_NAME)"
-# Until the operator exists (issue 5), the mesh state every node proxy reads
-# is compiled from the cluster by the harness: `weft-cluster mesh-config`.
-"$WC" mesh-config
-say "installing weft with helm (agent + ztunnel DaemonSets, a generated mesh CA; each emulated node gets its own pin root)"
-HELM="$ROOT/.cache/bin/helm-$HELM_VERSION/helm"
+# The emulated nodes share one kernel: each gets its own pin root and the
+# programs attach to the cluster's cgroup, not the host's.
 "$HELM" upgrade --install weft "$ROOT/install/helm/weft" -n weft-system --create-namespace \
-	--set "agent.pinRoot=$PIN_ROOT" --set "agent.cgroupPath=$CG2/weft/$RUN" --set operator.enabled=false --wait --timeout 120s
+	--set "agent.pinRoot=/sys/fs/bpf/weft-$RUN-\$(NODE_NAME)" --set "agent.cgroupPath=$CG2/weft/$RUN" \
+	--wait --timeout 180s
 "$KUBECTL" -n weft-system get pods -o wide
 
 say "enrolling namespace demo: kubectl label namespace demo weft.io/mesh=enabled (no pod restarts)"
 "$KUBECTL" label namespace demo weft.io/mesh=enabled --overwrite
-"$WC" mesh-config
+for _ in $(seq 100); do
+	"$WEFT" status >/dev/null 2>&1 && break
+	sleep 0.3
+done
+"$WEFT" status
+"$KUBECTL" -n demo get pods   # same pods, RESTARTS 0
+get frontend --count 5
+
+say "policy: a TrafficTarget lets only ServiceAccount demo/frontend reach demo/backend"
+"$KUBECTL" apply -f "$ROOT/hack/demo/policy.yaml"
 for _ in $(seq 50); do
-	"$WC" exec demo/client -- "$ROOT/bin/weft-testapp" get http://echo.demo.svc.cluster.local/ --timeout 2s >/dev/null 2>&1 && break
+	get client --timeout 1s >/dev/null 2>&1 || break
 	sleep 0.2
 done
-"$WC" exec demo/client -- "$ROOT/bin/weft-testapp" get http://echo.demo.svc.cluster.local/ --count 10
-"$KUBECTL" -n demo get pods
+"$KUBECTL" -n demo get traffictargets
+echo "-- allowed: demo/frontend (spiffe://cluster.local/ns/demo/sa/frontend)"
+get frontend --count 3
+echo "-- denied: demo/client (spiffe://cluster.local/ns/demo/sa/default)"
+get client --count 1 --timeout 2s || echo "   (refused by the policy, as it should be)"
 
-say "what the node proxies report: Istio's metrics (mTLS, identities) and one access-log line per connection"
-label() { grep -o "$1=\"[^\"]*\"" | head -1 | cut -d'"' -f2; }
-for n in node0 node1; do
-	ip netns exec "weft-$RUN-$n" curl -sS --max-time 2 http://127.0.0.1:15020/metrics 2>/dev/null |
-		grep '^istio_tcp_connections_opened_total' | grep 'reporter="destination"' | while read -r line; do
-			printf '  %s: %s (%s) -> %s (%s)  %s  connections=%s\n' "$n" \
-				"$(label source_workload <<<"$line")" "$(label source_principal <<<"$line")" \
-				"$(label destination_workload <<<"$line")" "$(label destination_principal <<<"$line")" \
-				"$(label connection_security_policy <<<"$line")" "${line##* }"
-		done
-done
-echo "  access log (node1): $(cat /run/weft-cluster/clusters/$RUN/nodes/node1/var/log/pods/weft-system_weft-ztunnel-*/ztunnel/*.log | grep '"connection complete"' | tail -1 | cut -c1-300)…"
+say "weft observe: the flows every node recorded (source -> destination, identities, verdicts)"
+# The agents' flow API authorises a bearer token (TokenReview +
+# SubjectAccessReview of nodes/flows): a ServiceAccount bound to the
+# chart's weft-flows-reader role.
+"$KUBECTL" -n weft-system create serviceaccount flows-reader --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
+"$KUBECTL" create clusterrolebinding weft-demo-flows-reader --clusterrole=weft-flows-reader \
+	--serviceaccount=weft-system:flows-reader --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
+TOKEN_FILE="$(dirname "$KUBECONFIG")/flows-reader.token"
+"$KUBECTL" -n weft-system create token flows-reader --duration 24h >"$TOKEN_FILE"
+"$WEFT" observe --token-file "$TOKEN_FILE" --namespace demo --last 12
+echo
+echo "-- only the denied ones:"
+"$WEFT" observe --token-file "$TOKEN_FILE" --namespace demo --verdict DROPPED --last 4
 
-say "policy: only ServiceAccount demo/frontend may reach the echo pods (client runs as demo/default)"
-POLICY="$(mktemp)"
-cat >"$POLICY" <<'JSON'
-[{"name": "demo/frontend-only", "destination": {"namespace": "demo", "serviceAccount": "default"},
-  "sources": ["spiffe://cluster.local/ns/demo/sa/frontend"], "rules": [{"kind": "TCPRoute", "name": "all"}]}]
-JSON
-"$WC" mesh-config --policy "$POLICY"
-sleep 2
-"$WC" exec demo/client -- "$ROOT/bin/weft-testapp" get http://echo.demo.svc.cluster.local/ --count 3 --timeout 2s || echo "  (denied, as the policy says)"
-"$WC" mesh-config
-rm -f "$POLICY"
+say "weft stat: golden signals of the backend, from the node proxies' own metrics"
+get frontend --count 20 >/dev/null &
+"$WEFT" stat -n weft-system demo/deploy/backend --window 3s || true
+wait
 
-say "not yet"
-cat <<'MSG'
-The data path is real: eBPF redirection in each pod's netns, the agent, the
-CNI plugin, weft-ztunnel (HBONE mTLS between nodes, L4 policy, Istio metrics)
-and the Helm chart. The operator (issue 5: CA, SMI CRDs, config stream) and
-`weft observe` (issue 6) are not built yet: the mesh config is compiled by
-the test harness (weft-cluster mesh-config).
-
-  make cluster-status     # nodes, pods
-  make cluster-down       # remove everything the cluster created
+say "done in $((SECONDS - START)) s — explore further"
+cat <<MSG
+  export KUBECONFIG=$KUBECONFIG
+  bin/weft observe --token-file $TOKEN_FILE -f                  # follow every node's flows live
+  bin/weft observe --token-file $TOKEN_FILE --node node1 -o json
+  bin/weft stat demo/deploy/backend                                # connections/s, bytes, refused
+  bin/weft status                                                  # operator, agents, ztunnels, certs
+  $KUBECTL -n demo get traffictargets
+  bin/weft-cluster exec demo/client -- bin/weft-testapp get http://backend.demo/
+  $HELM uninstall weft -n weft-system                        # removes weft; pods keep talking, unmeshed
+  make cluster-down                                                # tear the whole cluster down
 MSG
-echo "  export KUBECONFIG=$KUBECONFIG"
