@@ -16,7 +16,7 @@ CLUSTER ?= weft
 
 all: build
 
-tools: ## install apt packages and build the cached tools (etcd, Kubernetes, CoreDNS, helm, CNI plugins)
+tools: ## install apt packages and build the cached tools (etcd, Kubernetes, CoreDNS, helm, CNI plugins, hubble, fortio, code generators)
 	bash hack/tools.sh
 
 build: ## build every binary into bin/
@@ -85,7 +85,8 @@ test: tools lint build fuzz ## the whole suite: lint, fuzzing, unit and root/e2e
 	@if [ "$$(id -u)" != 0 ]; then echo "make test runs the root tests too: run it as root" >&2; exit 1; fi
 	WEFT_REQUIRE_PRIVILEGED=1 $(GO) test -p 1 -count=1 -timeout 40m $(GOTEST_FLAGS) ./...
 
-demo: tools build ## local cluster + sample app + traffic (see README)
+demo: build ## local cluster, the chart, a two-tier app enrolled, allowed/denied traffic, weft observe (see README)
+	bash hack/tools.sh cluster
 	bash hack/demo.sh
 
 cluster-up: tools build ## start the local cluster in the background (CLUSTER=name NODES=n CNI=bridge|ptp)

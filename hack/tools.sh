@@ -161,10 +161,14 @@ fortio() { goinstall fortio "$FORTIO_VERSION" fortio.org/fortio; }
 # (ARCHITECTURE.md §7); hack/hubble.sh builds it from the cilium module.
 hubble() { bash "$ROOT/hack/hubble.sh"; }
 
-all() { apt_packages; etcd; k8s; coredns; helm; cni; go_tools; fortio; hubble; }
+# cluster: only what the local cluster and the chart need (make demo,
+# make cluster-up), so a first demo does not wait for the test-only tools.
+cluster() { apt_packages; etcd; k8s; coredns; helm; cni; }
+all() { cluster; go_tools; fortio; hubble; }
 
 case "${1:-all}" in
 all) all ;;
+cluster) cluster ;;
 apt) apt_packages ;;
 k8s) k8s ;;
 etcd) etcd ;;
@@ -174,5 +178,5 @@ cni) cni ;;
 go-tools) go_tools ;;
 fortio) fortio ;;
 hubble) hubble ;;
-*) echo "usage: $0 [all|apt|k8s|etcd|coredns|helm|cni|go-tools|fortio|hubble]" >&2; exit 2 ;;
+*) echo "usage: $0 [all|cluster|apt|k8s|etcd|coredns|helm|cni|go-tools|fortio|hubble]" >&2; exit 2 ;;
 esac
