@@ -65,7 +65,7 @@ lint: tools verify-generate ## gofmt, go vet, staticcheck, generated code up to 
 
 # Parsers of untrusted input, each fuzzed for FUZZTIME (go test runs their
 # seed corpora in every plain run too).
-FUZZ_TARGETS = ./daemon/flows:FuzzCompileFilter ./internal/hbone:FuzzParseAuthority ./internal/hbone:FuzzServeConn \
+FUZZ_TARGETS = ./daemon/flows/filter:FuzzCompileFilter ./internal/hbone:FuzzParseAuthority ./internal/hbone:FuzzServeConn \
 	./internal/hbonev2:FuzzParseAuthority ./internal/hbonev2:FuzzServeConn \
 	./ztunnel/state:FuzzParse ./internal/pki:FuzzSignCSR ./internal/spiffe:FuzzParseID ./api/inpod/v1:FuzzDecode
 FUZZTIME ?= 5s

@@ -2,6 +2,7 @@ package flows
 
 import (
 	"context"
+	"github.com/weftmesh/weft/daemon/flows/internal/flowtest"
 	"testing"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
@@ -53,7 +54,7 @@ func BenchmarkExportUnix(b *testing.B) {
 	for i := 0; i < b.N; i += batch {
 		req := &flowsv1.ExportRequest{Producer: "ztunnel"}
 		for range min(batch, b.N-i) {
-			req.Flows = append(req.Flows, l4Flow())
+			req.Flows = append(req.Flows, flowtest.L4Flow())
 		}
 		if err := stream.Send(req); err != nil {
 			b.Fatal(err)

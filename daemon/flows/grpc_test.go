@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"github.com/weftmesh/weft/daemon/flows/internal/flowtest"
 	"io"
 	"net"
 	"os"
@@ -106,10 +107,10 @@ func TestUnixSockets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := stream.Send(&flowsv1.ExportRequest{Producer: "ztunnel", Flows: []*flowpb.Flow{l4Flow(), httpFlow()}}); err != nil {
+	if err := stream.Send(&flowsv1.ExportRequest{Producer: "ztunnel", Flows: []*flowpb.Flow{flowtest.L4Flow(), flowtest.HTTPFlow()}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := stream.Send(&flowsv1.ExportRequest{Producer: "ztunnel", Lost: 3, Flows: []*flowpb.Flow{droppedFlow()}}); err != nil {
+	if err := stream.Send(&flowsv1.ExportRequest{Producer: "ztunnel", Lost: 3, Flows: []*flowpb.Flow{flowtest.DroppedFlow()}}); err != nil {
 		t.Fatal(err)
 	}
 	var followed []string
@@ -263,7 +264,7 @@ func (bearer) RequireTransportSecurity() bool { return true }
 // only authorised callers read flows; health needs no token.
 func TestTLSAuthorization(t *testing.T) {
 	s := newTestServer(t, 8)
-	s.Add(l4Flow())
+	s.Add(flowtest.L4Flow())
 	cert, certPEM, err := SelfSignedCert("node-a", []net.IP{net.ParseIP("127.0.0.1")}, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -369,7 +370,7 @@ func TestOverloadExactOverGRPC(t *testing.T) {
 	for i := range batches {
 		req := &flowsv1.ExportRequest{Producer: "ztunnel", Lost: lostPerBatch}
 		for range perBatch {
-			req.Flows = append(req.Flows, l4Flow())
+			req.Flows = append(req.Flows, flowtest.L4Flow())
 		}
 		if i == 0 {
 			req.Lost = 0

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"github.com/weftmesh/weft/daemon/flows/internal/flowtest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,9 +46,9 @@ func TestHubbleCLI(t *testing.T) {
 	bin := hubbleCLI(t)
 	s := newTestServer(t, 64)
 	_, sock := serveUnix(t, s)
-	s.Add(l4Flow())
-	s.Add(httpFlow())
-	s.Add(droppedFlow())
+	s.Add(flowtest.L4Flow())
+	s.Add(flowtest.HTTPFlow())
+	s.Add(flowtest.DroppedFlow())
 	s.AddLost(flowpb.LostEventSource_OBSERVER_EVENTS_QUEUE, 2)
 
 	hubble := func(args ...string) string {

@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/daemon/flows/filter"
 )
 
 // readBatch is how many entries a reader copies out of the ring at a time.
@@ -54,7 +56,7 @@ func (o observer) GetNamespaces(context.Context, *observerpb.GetNamespacesReques
 
 // flowsQuery is a compiled GetFlowsRequest.
 type flowsQuery struct {
-	filter       filter
+	filter       filter.Filter
 	mask         *mask
 	since, until *time.Time
 	number       uint64
@@ -68,7 +70,7 @@ func compileQuery(req *observerpb.GetFlowsRequest) (flowsQuery, error) {
 		return q, fmt.Errorf("first cannot be specified with follow")
 	}
 	var err error
-	if q.filter, err = compileFilter(req.GetWhitelist(), req.GetBlacklist()); err != nil {
+	if q.filter, err = filter.Compile(req.GetWhitelist(), req.GetBlacklist()); err != nil {
 		return q, err
 	}
 	if q.mask, err = compileMask(req.GetFieldMask()); err != nil {
@@ -145,7 +147,7 @@ func (s *Server) getFlows(ctx context.Context, req *observerpb.GetFlowsRequest, 
 			if q.afterUntil(f) {
 				return nil
 			}
-			if !q.inTime(f) || !q.filter.match(f) {
+			if !q.inTime(f) || !q.filter.Match(f) {
 				continue
 			}
 			out := q.mask.apply(f)
@@ -201,7 +203,7 @@ func (s *Server) start(q *flowsQuery, end cursor) cursor {
 		for i := n - 1; i >= 0; i-- {
 			e := &buf[i]
 			start = cursor{seq: first + uint64(i), at: e.before}
-			if e.flow != nil && !q.afterUntil(e.flow) && q.filter.match(e.flow) {
+			if e.flow != nil && !q.afterUntil(e.flow) && q.filter.Match(e.flow) {
 				if count++; count == q.number {
 					return start
 				}

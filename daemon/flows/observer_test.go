@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/weftmesh/weft/daemon/flows/internal/flowtest"
 	"testing"
 	"time"
 
@@ -29,7 +30,7 @@ func newTestServer(tb testing.TB, ringSize int) *Server {
 
 // numbered is a flow from pod shop/p<i> at base+i seconds.
 func numbered(i int, base time.Time) *flowpb.Flow {
-	f := l4Flow()
+	f := flowtest.L4Flow()
 	f.Uuid = ""
 	f.Source.PodName = fmt.Sprintf("p%d", i)
 	f.Time = timestamppb.New(base.Add(time.Duration(i) * time.Second))
@@ -132,7 +133,7 @@ func TestGetFlowsDeliversLossesWhateverTheFilter(t *testing.T) {
 
 func TestExportStampsFlows(t *testing.T) {
 	s := newTestServer(t, 16)
-	withEmitter := l4Flow()
+	withEmitter := flowtest.L4Flow()
 	withEmitter.Emitter = &flowpb.Emitter{Name: "custom"}
 	withEmitter.NodeName = "someone-else"
 	s.export(&flowsv1.ExportRequest{Producer: "waypoint/shop/wp", Flows: []*flowpb.Flow{{}, withEmitter}})
@@ -168,13 +169,13 @@ func TestExportStampsFlows(t *testing.T) {
 
 func TestFieldMask(t *testing.T) {
 	s := newTestServer(t, 4)
-	s.Add(l4Flow())
+	s.Add(flowtest.L4Flow())
 	paths := []string{"time", "verdict", "source.pod_name", "source.identity", "l4", "IP", "node_name", "source"}
 	var got *flowpb.Flow
 	s.getFlows(context.Background(), &observerpb.GetFlowsRequest{
 		FieldMask: &fieldmaskpb.FieldMask{Paths: paths[:7]},
 	}, func(r *observerpb.GetFlowsResponse) error { got = r.GetFlow(); return nil })
-	full := l4Flow()
+	full := flowtest.L4Flow()
 	want := &flowpb.Flow{
 		Time: got.GetTime(), Verdict: full.Verdict, NodeName: "node-a", L4: full.L4, IP: full.IP,
 		Source: &flowpb.Endpoint{PodName: full.Source.PodName, Identity: full.Source.Identity},

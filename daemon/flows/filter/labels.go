@@ -1,4 +1,4 @@
-package flows
+package filter
 
 import (
 	"errors"

@@ -1,4 +1,10 @@
-package flows
+// Package filter compiles Hubble's GetFlows whitelist/blacklist
+// (flow.FlowFilter) into matchers the flow server applies to its records,
+// with Hubble's semantics, including Kubernetes-style label selectors that
+// also accept weft's "weft:principal=<spiffe id>" labels. Filters come from
+// any caller of the flow API: they are untrusted input (FuzzCompileFilter).
+// It depends only on Hubble's flow types, so fuzzing it stays cheap.
+package filter
 
 import (
 	"errors"
@@ -21,35 +27,36 @@ const (
 // matcher reports whether a flow matches.
 type matcher func(*flowpb.Flow) bool
 
-// filter is a compiled GetFlows whitelist/blacklist pair. A flow passes when
+// Filter is a compiled GetFlows whitelist/blacklist pair. A flow passes when
 // it matches one whitelist entry (or the whitelist is empty) and no
 // blacklist entry, as in Hubble.
-type filter struct {
+type Filter struct {
 	whitelist, blacklist []matcher
 }
 
-// compileFilter compiles GetFlowsRequest filters. Errors name the bad field;
+// Compile compiles GetFlowsRequest filters. Errors name the bad field;
 // the server answers them with InvalidArgument.
-func compileFilter(whitelist, blacklist []*flowpb.FlowFilter) (filter, error) {
-	var f filter
+func Compile(whitelist, blacklist []*flowpb.FlowFilter) (Filter, error) {
+	var f Filter
 	for i, ff := range whitelist {
 		m, err := compileFlowFilter(ff)
 		if err != nil {
-			return filter{}, fmt.Errorf("whitelist[%d]: %w", i, err)
+			return Filter{}, fmt.Errorf("whitelist[%d]: %w", i, err)
 		}
 		f.whitelist = append(f.whitelist, m)
 	}
 	for i, ff := range blacklist {
 		m, err := compileFlowFilter(ff)
 		if err != nil {
-			return filter{}, fmt.Errorf("blacklist[%d]: %w", i, err)
+			return Filter{}, fmt.Errorf("blacklist[%d]: %w", i, err)
 		}
 		f.blacklist = append(f.blacklist, m)
 	}
 	return f, nil
 }
 
-func (f filter) match(fl *flowpb.Flow) bool {
+// Match reports whether fl passes the filter.
+func (f Filter) Match(fl *flowpb.Flow) bool {
 	if len(f.whitelist) > 0 && !slices.ContainsFunc(f.whitelist, func(m matcher) bool { return m(fl) }) {
 		return false
 	}
