@@ -22,11 +22,10 @@ import (
 
 	"github.com/spf13/cobra"
 	appsv1client "k8s.io/client-go/kubernetes/typed/apps/v1"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/weftmesh/weft/daemon/cniinstall"
 	"github.com/weftmesh/weft/daemon/cniplugin"
+	kubeconfigpkg "github.com/weftmesh/weft/internal/kubeconfig"
 	"github.com/weftmesh/weft/internal/lifecycle"
 	"github.com/weftmesh/weft/internal/logflags"
 )
@@ -96,7 +95,7 @@ namespaces wait for the agent instead of starting unmeshed.`,
 			if namespace == "" {
 				return fmt.Errorf("--namespace (or POD_NAMESPACE) is required")
 			}
-			rc, err := restConfig(kubeconfig)
+			rc, err := kubeconfigpkg.Load(kubeconfig)
 			if err != nil {
 				return err
 			}
@@ -161,18 +160,3 @@ namespaces wait for the agent instead of starting unmeshed.`,
 type appsClient struct{ appsv1client.AppsV1Interface }
 
 func (a appsClient) AppsV1() appsv1client.AppsV1Interface { return a.AppsV1Interface }
-
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig != "" {
-		rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-		if err != nil {
-			return nil, fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
-		}
-		return rc, nil
-	}
-	rc, err := rest.InClusterConfig()
-	if err != nil {
-		return nil, fmt.Errorf("load in-cluster config (or pass --kubeconfig): %w", err)
-	}
-	return rc, nil
-}

@@ -14,9 +14,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
+	kubeconfigpkg "github.com/weftmesh/weft/internal/kubeconfig"
 	"github.com/weftmesh/weft/internal/lifecycle"
 	"github.com/weftmesh/weft/internal/logflags"
 
@@ -94,15 +93,9 @@ func newMarkUninstallingCommand() *cobra.Command {
 			if namespace == "" {
 				return fmt.Errorf("--namespace is required (or set POD_NAMESPACE)")
 			}
-			var rc *rest.Config
-			var err error
-			if kubeconfig != "" {
-				rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-			} else {
-				rc, err = rest.InClusterConfig()
-			}
+			rc, err := kubeconfigpkg.Load(kubeconfig)
 			if err != nil {
-				return fmt.Errorf("load API client config: %w", err)
+				return err
 			}
 			client, err := kubernetes.NewForConfig(rc)
 			if err != nil {

@@ -10,7 +10,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
+	appsv1client "k8s.io/client-go/kubernetes/typed/apps/v1"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 )
 
 // Names of what the operator creates outside the chart's manifests.
@@ -28,12 +29,19 @@ const (
 	managedBy = "app.kubernetes.io/managed-by=weft-operator"
 )
 
+// OperatorClient is the part of kubernetes.Interface RemoveOperatorState
+// uses (narrow, so that importers such as weft-cni need no full clientset).
+type OperatorClient interface {
+	AppsV1() appsv1client.AppsV1Interface
+	CoreV1() corev1client.CoreV1Interface
+}
+
 // RemoveOperatorState deletes what the operator created that Helm does not
 // know of: the trust-bundle ConfigMaps in enrolled namespaces and the CA
 // Secret caSecret, if the operator generated it. It first scales the
 // operator to zero and waits for its pods to end, or it would put the
 // ConfigMaps back. Without an operator (file mode) there is nothing to do.
-func RemoveOperatorState(ctx context.Context, c kubernetes.Interface, namespace, caSecret string, log *slog.Logger) error {
+func RemoveOperatorState(ctx context.Context, c OperatorClient, namespace, caSecret string, log *slog.Logger) error {
 	scale := []byte(`{"spec":{"replicas":0}}`)
 	_, err := c.AppsV1().Deployments(namespace).Patch(ctx, OperatorDeployment, types.MergePatchType, scale, metav1.PatchOptions{FieldManager: FieldManager})
 	if apierrors.IsNotFound(err) {
@@ -56,6 +64,9 @@ func RemoveOperatorState(ctx context.Context, c kubernetes.Interface, namespace,
 		errs = append(errs, fmt.Errorf("list trust-bundle configmaps: %w", err))
 	} else {
 		for _, cm := range cms.Items {
+			if cm.Name != TrustBundleConfigMap {
+				continue // the field selector says so; never delete anything else
+			}
 			err := c.CoreV1().ConfigMaps(cm.Namespace).Delete(ctx, cm.Name, metav1.DeleteOptions{})
 			if err != nil && !apierrors.IsNotFound(err) {
 				errs = append(errs, fmt.Errorf("delete configmap %s/%s: %w", cm.Namespace, cm.Name, err))
@@ -84,7 +95,7 @@ func RemoveOperatorState(ctx context.Context, c kubernetes.Interface, namespace,
 }
 
 // waitNoPods waits until no pod in namespace matches selector.
-func waitNoPods(ctx context.Context, c kubernetes.Interface, namespace, selector string) error {
+func waitNoPods(ctx context.Context, c OperatorClient, namespace, selector string) error {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	for {

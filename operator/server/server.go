@@ -24,9 +24,9 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	cav1 "github.com/weftmesh/weft/api/ca/v1"
+	"github.com/weftmesh/weft/internal/kubeconfig"
 	"github.com/weftmesh/weft/internal/meshstream"
 	"github.com/weftmesh/weft/operator/ca"
 	"github.com/weftmesh/weft/operator/controller"
@@ -151,7 +151,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	rc := cfg.RestConfig
 	if rc == nil {
 		var err error
-		if rc, err = restConfig(cfg.Kubeconfig); err != nil {
+		if rc, err = kubeconfig.Load(cfg.Kubeconfig); err != nil {
 			return nil, err
 		}
 	}
@@ -189,21 +189,6 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		cfg: cfg, log: log.With("component", "operator"), kube: kube, dyn: dyn,
 		grpcLis: grpcLis, metricsLis: metricsLis, debugLis: debugLis, registry: reg,
 	}, nil
-}
-
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig == "" {
-		rc, err := rest.InClusterConfig()
-		if err != nil {
-			return nil, fmt.Errorf("load in-cluster API config (outside a cluster, pass --kubeconfig): %w", err)
-		}
-		return rc, nil
-	}
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		return nil, fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
-	}
-	return rc, nil
 }
 
 // GRPCAddr is the bound address of the gRPC port.

@@ -191,3 +191,25 @@ func waitReachable(t *testing.T, c *cluster.Cluster, ns, pod, url string) {
 func execCommand(ctx context.Context, name string, args ...string) ([]byte, error) {
 	return exec.CommandContext(ctx, name, args...).CombinedOutput()
 }
+
+// allPortsTarget is the manifest of a TCPRoute all-ports and a TrafficTarget
+// name in ns letting ServiceAccount source reach ServiceAccount destination
+// on every port.
+func allPortsTarget(ns, name, destination, source string) string {
+	return fmt.Sprintf(`apiVersion: specs.smi-spec.io/v1alpha4
+kind: TCPRoute
+metadata: {name: all-ports, namespace: %[1]s}
+spec:
+  matches: {ports: []}
+---
+apiVersion: access.smi-spec.io/v1alpha3
+kind: TrafficTarget
+metadata: {name: %[2]s, namespace: %[1]s}
+spec:
+  destination: {kind: ServiceAccount, name: %[3]s, namespace: %[1]s}
+  sources:
+  - {kind: ServiceAccount, name: %[4]s, namespace: %[1]s}
+  rules:
+  - {kind: TCPRoute, name: all-ports}
+`, ns, name, destination, source)
+}

@@ -704,22 +704,7 @@ func checkZtunnelToken(t *testing.T, c *cluster.Cluster, p *corev1.Pod) {
 // trafficTargetAccepted: a TrafficTarget allowing the clients is shown
 // Accepted and traffic keeps flowing under it.
 func trafficTargetAccepted(t *testing.T, m *meshApp, addr string) {
-	manifest := fmt.Sprintf(`apiVersion: specs.smi-spec.io/v1alpha4
-kind: TCPRoute
-metadata: {name: all-ports, namespace: %[1]s}
-spec:
-  matches: {ports: []}
----
-apiVersion: access.smi-spec.io/v1alpha3
-kind: TrafficTarget
-metadata: {name: clients-to-servers, namespace: %[1]s}
-spec:
-  destination: {kind: ServiceAccount, name: server, namespace: %[1]s}
-  sources:
-  - {kind: ServiceAccount, name: client, namespace: %[1]s}
-  rules:
-  - {kind: TCPRoute, name: all-ports}
-`, m.ns)
+	manifest := allPortsTarget(m.ns, "clients-to-servers", "server", "client")
 	kubectlApply(t, m.c, manifest)
 	err := cluster.Poll(testCtx(t), 20*time.Second, 300*time.Millisecond, "TrafficTarget accepted", func(ctx context.Context) (bool, string, error) {
 		out := kubectl(t, m.c, "-n", m.ns, "get", "traffictarget", "clients-to-servers", "-o", "jsonpath={.status.conditions[?(@.type==\"Accepted\")].status}")

@@ -165,22 +165,7 @@ func setupObserve(t *testing.T) *observeApp {
 		}
 	}
 	o.policyAt = time.Now()
-	kubectlApply(t, c, fmt.Sprintf(`apiVersion: specs.smi-spec.io/v1alpha4
-kind: TCPRoute
-metadata: {name: all-ports, namespace: %[1]s}
-spec:
-  matches: {ports: []}
----
-apiVersion: access.smi-spec.io/v1alpha3
-kind: TrafficTarget
-metadata: {name: only-a, namespace: %[1]s}
-spec:
-  destination: {kind: ServiceAccount, name: server, namespace: %[1]s}
-  sources:
-  - {kind: ServiceAccount, name: a, namespace: %[1]s}
-  rules:
-  - {kind: TCPRoute, name: all-ports}
-`, o.ns))
+	kubectlApply(t, c, allPortsTarget(o.ns, "only-a", "server", "a"))
 	err := cluster.Poll(ctx, 15*time.Second, 200*time.Millisecond, "client-b refused", func(ctx context.Context) (bool, string, error) {
 		_, err := o.tcp(t, ctx, "client-b", target)
 		return err != nil, "still allowed", nil

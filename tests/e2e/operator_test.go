@@ -64,22 +64,7 @@ func TestOperator(t *testing.T) {
 	}
 
 	t.Run("TrafficTarget enforced on both nodes within 10s", func(t *testing.T) {
-		manifest := fmt.Sprintf(`apiVersion: specs.smi-spec.io/v1alpha4
-kind: TCPRoute
-metadata: {name: all-ports, namespace: %[1]s}
-spec:
-  matches: {ports: []}
----
-apiVersion: access.smi-spec.io/v1alpha3
-kind: TrafficTarget
-metadata: {name: only-a, namespace: %[1]s}
-spec:
-  destination: {kind: ServiceAccount, name: server, namespace: %[1]s}
-  sources:
-  - {kind: ServiceAccount, name: a, namespace: %[1]s}
-  rules:
-  - {kind: TCPRoute, name: all-ports}
-`, m.ns)
+		manifest := allPortsTarget(m.ns, "only-a", "server", "a")
 		start := time.Now()
 		kubectlApply(t, c, manifest)
 		err := cluster.Poll(ctx, 10*time.Second, 100*time.Millisecond, "b refused on both nodes", func(ctx context.Context) (bool, string, error) {
