@@ -32,6 +32,11 @@ func TestConstants(t *testing.T) {
 		"DEFAULT_OUTBOUND_PORT": OutboundPort,
 		"DEFAULT_INBOUND_PORT":  InboundPort,
 		"DEFAULT_HBONE_PORT":    HBONEPort,
+
+		"EVENT_REDIRECT_RECORD_FAILED": int(EventRedirectRecordFailed),
+		"EVENT_ORIG_DST_UPDATE_FAILED": int(EventOrigDstUpdateFailed),
+		"EVENT_INBOUND_NO_LISTENER":    int(EventInboundNoListener),
+		"EVENT_INBOUND_ASSIGN_FAILED":  int(EventInboundAssignFailed),
 	} {
 		m := regexp.MustCompile(`(?m)^#define ` + name + ` (\d+)$`).FindSubmatch(src)
 		if m == nil || string(m[1]) != fmt.Sprint(want) {

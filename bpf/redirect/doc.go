@@ -31,10 +31,20 @@
 // SYN is dropped and counted (fail closed). Untouched packets get TCX_NEXT.
 // IPv6 passes untouched.
 //
+// # Events
+//
+// Where a program gives up on a connection it should redirect — connect()
+// cannot record the original destination (the app gets EPERM), sockops cannot
+// update orig_dst, an inbound SYN finds no listener or bpf_sk_assign fails — it
+// writes a datapath_event to the events ring buffer (256 KiB). Read them with
+// NewEventReader as Event values; events that did not fit are counted
+// (EventsLost).
+//
 // # Pins
 //
 // With Options.PinDir (one per agent) everything is pinned there: the maps
-// under their names (mesh_netns, ingress_cfg, sk_orig, orig_dst, counters),
+// under their names (mesh_netns, ingress_cfg, sk_orig, orig_dst, counters;
+// not events and events_lost, which are per Load),
 // the programs under their function names (weft_connect4, …), and the links
 // as link_cgroup_<cgroup id>_<hook> and link_tcx_<netns cookie>. A restarted
 // agent's Load reuses the maps and moves the pinned links to its new programs

@@ -32,6 +32,10 @@ var pinnedMaps = []string{
 	redirectMapCounters,
 }
 
+// editSpec, when set (by tests only), edits the collection spec before it
+// is loaded, e.g. to shrink a map and provoke insertion failures.
+var editSpec func(*ebpf.CollectionSpec)
+
 // Objects is the loaded datapath: programs, maps and the attachments this
 // process opened or reopened. Its methods are safe for concurrent use.
 type Objects struct {
@@ -66,6 +70,10 @@ func Load(opts Options) (*Objects, error) {
 	}
 	if err := spec.Variables[redirectVarWeftMarkMask].Set(mask); err != nil {
 		return nil, fmt.Errorf("set socket mark mask: %w", err)
+	}
+
+	if editSpec != nil {
+		editSpec(spec)
 	}
 
 	var copts ebpf.CollectionOptions

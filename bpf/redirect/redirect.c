@@ -23,6 +23,10 @@
  *   HBONE port (15008) and from the node's probe address pass; if no listener
  *   can take the SYN it is dropped (fail closed).
  *
+ * Where a program gives up on a connection it should redirect (a map update
+ * fails, no listener can take an inbound SYN) it writes a datapath_event to
+ * the events ring buffer; events that do not fit are counted in events_lost.
+ *
  * Only IPv4 is meshed. IPv4-mapped IPv6 destinations (::ffff:a.b.c.d) are
  * handled by connect6/getpeername6/getsockname6 like IPv4; pure IPv6 passes.
  */
@@ -160,6 +164,78 @@ struct {
 	__type(value, struct counter_set);
 } counters SEC(".maps");
 
+/*
+ * Kinds of datapath_event: connect() could not record the original
+ * destination in sk_orig (the app gets EPERM); sockops could not update
+ * orig_dst; an inbound SYN was dropped for want of a listener; or because
+ * bpf_sk_assign failed.
+ */
+#define EVENT_REDIRECT_RECORD_FAILED 1
+#define EVENT_ORIG_DST_UPDATE_FAILED 2
+#define EVENT_INBOUND_NO_LISTENER 3
+#define EVENT_INBOUND_ASSIGN_FAILED 4
+
+/*
+ * A connection the datapath gave up on, for the agent's flow log. Addresses
+ * and ports are network byte order; a zero field is unknown.
+ */
+struct datapath_event {
+	__u64 timestamp_ns; /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+	__u64 netns_cookie;
+	__u64 cgroup_id; /* of the connecting task (connect4/6 only), or 0 */
+	__u32 kind; /* EVENT_* */
+	__s32 err; /* negative errno of the failed helper, or 0 */
+	__be32 src_ip4;
+	__be32 dst_ip4;
+	__be16 src_port;
+	__be16 dst_port;
+	__u32 pad;
+};
+
+/* Makes clang emit the BTF of datapath_event for bpf2go; never read. */
+const struct datapath_event *const unused_datapath_event __attribute__((unused)) = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+/* Events that did not fit in the ring buffer, one per-CPU copy. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} events_lost SEC(".maps");
+
+static __always_inline void emit(__u32 kind, long err, __u64 netns,
+				 __u64 cgroup, __be32 src_ip4, __be16 src_port,
+				 __be32 dst_ip4, __be16 dst_port)
+{
+	struct datapath_event *e;
+	__u32 zero = 0;
+	__u64 *lost;
+
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		lost = bpf_map_lookup_elem(&events_lost, &zero);
+		if (lost)
+			(*lost)++;
+		return;
+	}
+	e->timestamp_ns = bpf_ktime_get_ns();
+	e->netns_cookie = netns;
+	e->cgroup_id = cgroup;
+	e->kind = kind;
+	e->err = (__s32)err;
+	e->src_ip4 = src_ip4;
+	e->dst_ip4 = dst_ip4;
+	e->src_port = src_port;
+	e->dst_port = dst_port;
+	e->pad = 0;
+	bpf_ringbuf_submit(e, 0);
+}
+
 #define COUNT(field)                                                          \
 	do {                                                                  \
 		__u32 zero = 0;                                               \
@@ -224,6 +300,7 @@ static __always_inline int record(struct bpf_sock_addr *ctx,
 {
 	struct orig_addr v;
 	__u64 cookie = bpf_get_socket_cookie(ctx);
+	long err;
 
 	__builtin_memset(&v, 0, sizeof(v));
 	v.ip4 = dst;
@@ -231,8 +308,11 @@ static __always_inline int record(struct bpf_sock_addr *ctx,
 	v.family = family;
 	v.pod_id = pod->pod_id;
 	v.local_ip4 = pod->ip4;
-	if (bpf_map_update_elem(&sk_orig, &cookie, &v, BPF_ANY)) {
+	err = bpf_map_update_elem(&sk_orig, &cookie, &v, BPF_ANY);
+	if (err) {
 		COUNT(errors);
+		emit(EVENT_REDIRECT_RECORD_FAILED, err, bpf_get_netns_cookie(ctx),
+		     bpf_get_current_cgroup_id(), pod->ip4, 0, dst, port);
 		return 0;
 	}
 	return 1;
@@ -414,6 +494,7 @@ int weft_sockops(struct bpf_sock_ops *skops)
 	struct orig_addr *o;
 	__u64 cookie;
 	__u32 op = skops->op;
+	long err;
 
 	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB &&
 	    op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
@@ -439,8 +520,15 @@ int weft_sockops(struct bpf_sock_ops *skops)
 			bpf_map_delete_elem(&orig_dst, &key);
 		return 1;
 	}
-	if (bpf_map_update_elem(&orig_dst, &key, o, BPF_ANY))
+	err = bpf_map_update_elem(&orig_dst, &key, o, BPF_ANY);
+	if (err) {
 		COUNT(errors);
+		/* No cgroup id: sockops has bpf_get_current_cgroup_id only
+		 * on recent kernels. */
+		emit(EVENT_ORIG_DST_UPDATE_FAILED, err, key.netns_cookie, 0,
+		     key.src_ip4,
+		     bpf_htons(key.src_port), o->ip4, o->port);
+	}
 	return 1;
 }
 
@@ -483,6 +571,7 @@ int weft_ingress(struct __sk_buff *skb)
 	__u16 inbound_port = DEFAULT_INBOUND_PORT;
 	__u16 hbone_port = DEFAULT_HBONE_PORT;
 	__u32 ihl, state;
+	__u64 netns;
 	long err;
 
 	if (skb->protocol != bpf_htons(ETH_P_IP))
@@ -540,19 +629,26 @@ int weft_ingress(struct __sk_buff *skb)
 	 * the wildcard address, in this netns (the device's). */
 	t.ipv4.dport = bpf_htons(inbound_port);
 	sk = bpf_sk_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	netns = cfg ? cfg->netns_cookie : 0;
 	if (!sk) {
 		COUNT(inbound_drop_no_listener);
+		emit(EVENT_INBOUND_NO_LISTENER, 0, netns, 0, ip.saddr,
+		     tcp.source, ip.daddr, tcp.dest);
 		return WEFT_TCX_DROP;
 	}
 	if (sk->state != BPF_TCP_LISTEN) {
 		bpf_sk_release(sk);
 		COUNT(inbound_drop_no_listener);
+		emit(EVENT_INBOUND_NO_LISTENER, 0, netns, 0, ip.saddr,
+		     tcp.source, ip.daddr, tcp.dest);
 		return WEFT_TCX_DROP;
 	}
 	err = bpf_sk_assign(skb, sk, 0);
 	bpf_sk_release(sk);
 	if (err) {
 		COUNT(errors);
+		emit(EVENT_INBOUND_ASSIGN_FAILED, err, netns, 0, ip.saddr,
+		     tcp.source, ip.daddr, tcp.dest);
 		return WEFT_TCX_DROP;
 	}
 	COUNT(inbound_assigned);

@@ -2,7 +2,10 @@ package redirect
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"syscall"
+	"time"
 )
 
 // Defaults shared with redirect.c (ARCHITECTURE.md §3.1). TestConstants checks
@@ -103,3 +106,61 @@ type Counters struct {
 // goroutine run in that namespace. See InNetns and InNetnsPath; the daemon
 // may pass its own (internal/netns.Do).
 type NetnsRunner func(fn func() error) error
+
+// EventKind says why the datapath gave up on a connection it should have
+// redirected (the kind field of redirect.c's datapath_event).
+type EventKind uint32
+
+// Event kinds. TestConstants checks that they match redirect.c.
+const (
+	// EventRedirectRecordFailed: connect() of an enrolled pod could not
+	// record its original destination (sk_orig update failed); the app got
+	// EPERM (fail closed).
+	EventRedirectRecordFailed EventKind = 1
+	// EventOrigDstUpdateFailed: sockops could not key the original
+	// destination by source address (orig_dst update failed); ztunnel will
+	// not find where the redirected connection was going.
+	EventOrigDstUpdateFailed EventKind = 2
+	// EventInboundNoListener: an inbound SYN was dropped because no
+	// ztunnel inbound listener was there (fail closed).
+	EventInboundNoListener EventKind = 3
+	// EventInboundAssignFailed: an inbound SYN was dropped because
+	// bpf_sk_assign to the listener failed.
+	EventInboundAssignFailed EventKind = 4
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventRedirectRecordFailed:
+		return "redirect-record-failed"
+	case EventOrigDstUpdateFailed:
+		return "orig-dst-update-failed"
+	case EventInboundNoListener:
+		return "inbound-no-listener"
+	case EventInboundAssignFailed:
+		return "inbound-assign-failed"
+	}
+	return fmt.Sprintf("kind-%d", uint32(k))
+}
+
+// Event is one connection the datapath gave up on, read from its ring
+// buffer with an EventReader.
+type Event struct {
+	Kind EventKind
+	// Errno is the error of the failed map update or helper (E2BIG for a
+	// full map), 0 when none failed (no listener).
+	Errno syscall.Errno
+	// Time is when the program ran (to the precision of converting the
+	// kernel's monotonic clock).
+	Time time.Time
+	// NetnsCookie is the pod netns; 0 when unknown (inbound SYN to an IP
+	// without IngressConfig).
+	NetnsCookie uint64
+	// CgroupID is the cgroup of the task that connected, for
+	// EventRedirectRecordFailed; 0 otherwise.
+	CgroupID uint64
+	// Src and Dst are the connection's IPv4 source and (original)
+	// destination. For EventRedirectRecordFailed the source is the pod IP
+	// with port 0 (the local port is not chosen yet).
+	Src, Dst netip.AddrPort
+}

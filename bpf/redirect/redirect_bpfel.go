@@ -28,6 +28,20 @@ type redirectCounterSet struct {
 	Errors                uint64
 }
 
+type redirectDatapathEvent struct {
+	_           structs.HostLayout
+	TimestampNs uint64
+	NetnsCookie uint64
+	CgroupId    uint64
+	Kind        uint32
+	Err         int32
+	SrcIp4      uint32
+	DstIp4      uint32
+	SrcPort     uint16
+	DstPort     uint16
+	Pad         uint32
+}
+
 type redirectIngressConfig struct {
 	_           structs.HostLayout
 	NetnsCookie uint64
@@ -69,21 +83,24 @@ type redirectPodInfo struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	redirectMapCounters      = "counters"
-	redirectMapIngressCfg    = "ingress_cfg"
-	redirectMapMeshNetns     = "mesh_netns"
-	redirectMapOrigDst       = "orig_dst"
-	redirectMapSkOrig        = "sk_orig"
-	redirectProgWeftConnect4 = "weft_connect4"
-	redirectProgWeftConnect6 = "weft_connect6"
-	redirectProgWeftGetpeer4 = "weft_getpeer4"
-	redirectProgWeftGetpeer6 = "weft_getpeer6"
-	redirectProgWeftGetsock4 = "weft_getsock4"
-	redirectProgWeftGetsock6 = "weft_getsock6"
-	redirectProgWeftIngress  = "weft_ingress"
-	redirectProgWeftSockops  = "weft_sockops"
-	redirectVarWeftMark      = "weft_mark"
-	redirectVarWeftMarkMask  = "weft_mark_mask"
+	redirectMapCounters            = "counters"
+	redirectMapEvents              = "events"
+	redirectMapEventsLost          = "events_lost"
+	redirectMapIngressCfg          = "ingress_cfg"
+	redirectMapMeshNetns           = "mesh_netns"
+	redirectMapOrigDst             = "orig_dst"
+	redirectMapSkOrig              = "sk_orig"
+	redirectProgWeftConnect4       = "weft_connect4"
+	redirectProgWeftConnect6       = "weft_connect6"
+	redirectProgWeftGetpeer4       = "weft_getpeer4"
+	redirectProgWeftGetpeer6       = "weft_getpeer6"
+	redirectProgWeftGetsock4       = "weft_getsock4"
+	redirectProgWeftGetsock6       = "weft_getsock6"
+	redirectProgWeftIngress        = "weft_ingress"
+	redirectProgWeftSockops        = "weft_sockops"
+	redirectVarUnusedDatapathEvent = "unused_datapath_event"
+	redirectVarWeftMark            = "weft_mark"
+	redirectVarWeftMarkMask        = "weft_mark_mask"
 )
 
 // loadRedirect returns the embedded CollectionSpec for redirect.
@@ -143,6 +160,8 @@ type redirectProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type redirectMapSpecs struct {
 	Counters   *ebpf.MapSpec `ebpf:"counters"`
+	Events     *ebpf.MapSpec `ebpf:"events"`
+	EventsLost *ebpf.MapSpec `ebpf:"events_lost"`
 	IngressCfg *ebpf.MapSpec `ebpf:"ingress_cfg"`
 	MeshNetns  *ebpf.MapSpec `ebpf:"mesh_netns"`
 	OrigDst    *ebpf.MapSpec `ebpf:"orig_dst"`
@@ -153,8 +172,9 @@ type redirectMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type redirectVariableSpecs struct {
-	WeftMark     *ebpf.VariableSpec `ebpf:"weft_mark"`
-	WeftMarkMask *ebpf.VariableSpec `ebpf:"weft_mark_mask"`
+	UnusedDatapathEvent *ebpf.VariableSpec `ebpf:"unused_datapath_event"`
+	WeftMark            *ebpf.VariableSpec `ebpf:"weft_mark"`
+	WeftMarkMask        *ebpf.VariableSpec `ebpf:"weft_mark_mask"`
 }
 
 // redirectObjects contains all objects after they have been loaded into the kernel.
@@ -178,6 +198,8 @@ func (o *redirectObjects) Close() error {
 // It can be passed to loadRedirectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type redirectMaps struct {
 	Counters   *ebpf.Map `ebpf:"counters"`
+	Events     *ebpf.Map `ebpf:"events"`
+	EventsLost *ebpf.Map `ebpf:"events_lost"`
 	IngressCfg *ebpf.Map `ebpf:"ingress_cfg"`
 	MeshNetns  *ebpf.Map `ebpf:"mesh_netns"`
 	OrigDst    *ebpf.Map `ebpf:"orig_dst"`
@@ -187,6 +209,8 @@ type redirectMaps struct {
 func (m *redirectMaps) Close() error {
 	return _RedirectClose(
 		m.Counters,
+		m.Events,
+		m.EventsLost,
 		m.IngressCfg,
 		m.MeshNetns,
 		m.OrigDst,
@@ -198,8 +222,9 @@ func (m *redirectMaps) Close() error {
 //
 // It can be passed to loadRedirectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type redirectVariables struct {
-	WeftMark     *ebpf.Variable `ebpf:"weft_mark"`
-	WeftMarkMask *ebpf.Variable `ebpf:"weft_mark_mask"`
+	UnusedDatapathEvent *ebpf.Variable `ebpf:"unused_datapath_event"`
+	WeftMark            *ebpf.Variable `ebpf:"weft_mark"`
+	WeftMarkMask        *ebpf.Variable `ebpf:"weft_mark_mask"`
 }
 
 // redirectPrograms contains all programs after they have been loaded into the kernel.

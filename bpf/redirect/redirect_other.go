@@ -66,3 +66,18 @@ func (*Objects) Counters() (Counters, error) { return Counters{}, ErrUnsupported
 
 // Close does nothing.
 func (*Objects) Close() error { return nil }
+
+// EventReader reads datapath events; on this platform there are none.
+type EventReader struct{}
+
+// NewEventReader returns ErrUnsupported.
+func (*Objects) NewEventReader() (*EventReader, error) { return nil, ErrUnsupported }
+
+// Read returns ErrUnsupported.
+func (*EventReader) Read() (Event, error) { return Event{}, ErrUnsupported }
+
+// Close does nothing.
+func (*EventReader) Close() error { return nil }
+
+// EventsLost returns ErrUnsupported.
+func (*Objects) EventsLost() (uint64, error) { return 0, ErrUnsupported }

@@ -2,7 +2,8 @@
 // the agent: it loads and pins them, attaches the outbound programs to one
 // cgroup v2 directory, and per pod fills the netns map and attaches the tcx
 // ingress program from inside the pod's namespace. It exports the
-// datapath's counters as Prometheus metrics.
+// datapath's counters as Prometheus metrics, and its events (connections it
+// gave up on) as Hubble drop flows (RunEvents).
 package datapath
 
 import (

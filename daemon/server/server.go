@@ -25,8 +25,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	cniv1 "github.com/weftmesh/weft/api/cni/v1"
 	inpodv1 "github.com/weftmesh/weft/api/inpod/v1"
@@ -36,6 +34,7 @@ import (
 	"github.com/weftmesh/weft/daemon/datapath"
 	"github.com/weftmesh/weft/daemon/flows"
 	"github.com/weftmesh/weft/daemon/handoff"
+	"github.com/weftmesh/weft/internal/kubeconfig"
 	"github.com/weftmesh/weft/internal/lifecycle"
 )
 
@@ -115,7 +114,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cfg.NodeName == "" {
 		return errors.New("run agent: --node-name (or NODE_NAME) is required")
 	}
-	rc, err := restConfig(cfg.Kubeconfig)
+	rc, err := kubeconfig.Load(cfg.Kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -168,6 +167,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return life.Run(ctx) })
 	g.Go(func() error { return a.Run(ctx) })
+	// Connections the datapath gave up on (assignment drops, redirect
+	// errors) go to the flow ring as drop flows.
+	g.Go(func() error { return dp.RunEvents(ctx, fs, log.With("component", "datapath")) })
 	g.Go(func() error {
 		l, err := flows.ListenUnix(FlowsExportSocket(cfg.SocketDir))
 		if err != nil {
@@ -295,21 +297,6 @@ func podHostIP(ctx context.Context, client kubernetes.Interface, namespace, name
 		case <-time.After(delay):
 		}
 	}
-}
-
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig != "" {
-		rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-		if err != nil {
-			return nil, fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
-		}
-		return rc, nil
-	}
-	rc, err := rest.InClusterConfig()
-	if err != nil {
-		return nil, fmt.Errorf("load in-cluster config (or pass --kubeconfig): %w", err)
-	}
-	return rc, nil
 }
 
 func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry) error {
