@@ -1,7 +1,8 @@
 // Package testutil holds helpers for weft's root tests: host objects named
 // after the test process (so the next run reaps what a killed run left
 // behind) and the privilege gate that skips without root but fails when CI
-// demands the privileged tests. Only _test.go files may import it; it must
+// demands the privileged tests; and golden-file comparison for the CLI
+// packages. Only _test.go files may import it; it must
 // not import any weft component.
 package testutil
 
@@ -105,5 +106,27 @@ func Run(tb testing.TB, name string, args ...string) {
 	out, err := exec.Command(name, args...).CombinedOutput()
 	if err != nil {
 		tb.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+// Golden compares got with the golden file at path or, when update is set
+// (a test's -update flag), rewrites the file with got.
+func Golden(t testing.TB, path, got string, update bool) {
+	t.Helper()
+	if update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read golden file (run go test -update): %v", err)
+	}
+	if got != string(want) {
+		t.Errorf("output differs from %s (go test -update rewrites it):\n--- want\n%s\n--- got\n%s", path, want, got)
 	}
 }
